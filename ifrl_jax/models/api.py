@@ -1,0 +1,185 @@
+"""Functional entry points: init, shardings, forward, chunked token log-probabilities.
+
+Letters as in `qwen2.py`: B batch, T length, D model dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ifrl_jax import sharding
+from ifrl_jax.models.config import ModelConfig
+from ifrl_jax.models.qwen2 import Qwen2, attention_mask
+
+Params = dict
+
+
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+    """Positions [B, T] for left-padded rows: 0 at the first real token, 0 on padding."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _init_boxed(cfg: ModelConfig, rng: jax.Array):
+    ids = jnp.zeros((1, 1), jnp.int32)
+    mask = jnp.ones((1, 1, 1), bool)
+    return Qwen2(cfg).init(rng, ids, jnp.zeros((1, 1), jnp.int32), mask)["params"]
+
+
+def abstract_params(cfg: ModelConfig):
+    """ShapeDtypeStructs of the param tree (no memory used): for real presets and planners."""
+    return nn.unbox(jax.eval_shape(functools.partial(_init_boxed, cfg), jax.random.key(0)))
+
+
+def logical_axes(cfg: ModelConfig):
+    """PartitionSpecs of logical axis names for every param."""
+    boxed = jax.eval_shape(functools.partial(_init_boxed, cfg), jax.random.key(0))
+    return nn.get_partition_spec(boxed)
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: sharding.Rules | str):
+    """NamedShardings of every param under a rules preset (name or table); checks divisibility."""
+    rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
+    return sharding.shardings_from_logical(logical_axes(cfg), abstract_params(cfg), mesh, rules)
+
+
+def init_params(
+    cfg: ModelConfig, rng: jax.Array, *, mesh: Mesh | None = None, rules=None
+) -> Params:
+    """Random params (normal(0.02) weights, zero biases, unit norms) as a plain pytree.
+
+    With a mesh, each param is created directly in its sharding (never whole on one device).
+    """
+    init = lambda key: nn.unbox(_init_boxed(cfg, key))
+    if mesh is None:
+        return jax.jit(init)(rng)
+    return jax.jit(init, out_shardings=param_shardings(cfg, mesh, rules))(rng)
+
+
+def apply(
+    cfg: ModelConfig,
+    params: Params,
+    input_ids: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    *,
+    cache=None,
+    cache_index=0,
+    head: bool = True,
+):
+    """The raw module call: returns (logits or final hidden states, updated cache)."""
+    return Qwen2(cfg).apply(
+        {"params": params}, input_ids, positions, mask, cache, cache_index, head=head
+    )
+
+
+def hidden_states(
+    cfg: ModelConfig, params: Params, input_ids: jax.Array, attention_mask_: jax.Array
+) -> jax.Array:
+    """Final-normed hidden states [B, T, D] of a left-padded batch (no cache)."""
+    t = input_ids.shape[1]
+    mask = attention_mask(attention_mask_, 0, t)
+    out, _ = apply(cfg, params, input_ids, positions_from_mask(attention_mask_), mask, head=False)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(cfg, params, input_ids, attention_mask_):
+    t = input_ids.shape[1]
+    mask = attention_mask(attention_mask_, 0, t)
+    logits, _ = apply(cfg, params, input_ids, positions_from_mask(attention_mask_), mask)
+    return logits
+
+
+def forward(cfg: ModelConfig, params: Params, input_ids, attention_mask_) -> jax.Array:
+    """Logits [B, T, V] (or [B, T, C] for a classifier) of a left-padded batch.
+
+    Args:
+      input_ids: [B, T] ints (numpy or jax).
+      attention_mask_: [B, T], 1 on real tokens, 0 on (left) padding.
+    """
+    return _forward(
+        cfg, params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask_, jnp.int32)
+    )
+
+
+def lm_head_weight(cfg: ModelConfig, params: Params) -> jax.Array:
+    """The output projection as [D, V] (the transposed embedding when tied)."""
+    if cfg.tie_word_embeddings:
+        return params["embed_tokens"]["embedding"].T
+    return params["lm_head"]["kernel"]
+
+
+def _chunk_stats(h, w, targets, with_entropy):
+    logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)  # [B, c, V]
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    tgt = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    logp = tgt - lse
+    if not with_entropy:
+        return logp, jnp.zeros_like(logp)
+    probs = jnp.exp(logits - lse[..., None])
+    return logp, lse - jnp.sum(probs * logits, axis=-1)
+
+
+def token_logprobs(
+    cfg: ModelConfig,
+    params: Params,
+    hidden: jax.Array,
+    targets: jax.Array,
+    *,
+    chunk_size: int | None = None,
+    with_entropy: bool = False,
+    max_chunk_bytes: int = 256 << 20,
+):
+    """log p(targets) [B, T] (and entropy [B, T]) from hidden states, chunked over T.
+
+    Only a [B, chunk, V] slice of logits exists at a time; with more than one chunk each is
+    rematerialised in the backward pass, so the full [B, T, V] never is.
+
+    Args:
+      hidden: [B, T, D] final hidden states; targets: [B, T] token ids.
+      chunk_size: positions per chunk; None picks the largest with B*chunk*V*4 <= max_chunk_bytes.
+    Returns:
+      logp [B, T] fp32, or (logp, entropy) when with_entropy.
+    """
+    w = lm_head_weight(cfg, params).astype(cfg.jnp_dtype)  # [D, V]
+    b, t, _ = hidden.shape
+    if chunk_size is None:
+        chunk_size = max(1, min(t, max_chunk_bytes // max(1, b * cfg.vocab_size * 4)))
+    if chunk_size >= t:
+        logp, ent = _chunk_stats(hidden, w, targets, with_entropy)
+    else:
+        n = -(-t // chunk_size)
+        pad = n * chunk_size - t
+        h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        y = jnp.pad(targets, ((0, 0), (0, pad)))
+        h = h.reshape(b, n, chunk_size, -1).swapaxes(0, 1)  # [n, B, c, D]
+        y = y.reshape(b, n, chunk_size).swapaxes(0, 1)  # [n, B, c]
+        body = jax.checkpoint(lambda hy: _chunk_stats(hy[0], w, hy[1], with_entropy))
+        logp, ent = jax.lax.map(body, (h, y))  # [n, B, c]
+        logp = logp.swapaxes(0, 1).reshape(b, -1)[:, :t]
+        ent = ent.swapaxes(0, 1).reshape(b, -1)[:, :t]
+    return (logp, ent) if with_entropy else logp
+
+
+def sequence_logprobs(
+    cfg: ModelConfig, params: Params, input_ids, attention_mask_, **kw
+) -> jax.Array:
+    """log p(x_t | x_<t) [B, T] for every position (0 at t = 0): forward + chunked log-probs."""
+    hidden = hidden_states(cfg, params, input_ids, attention_mask_)
+    targets = jnp.concatenate([input_ids[:, 1:], input_ids[:, -1:]], axis=1)
+    logp = token_logprobs(cfg, params, hidden, targets, **kw)
+    shift = lambda a: jnp.concatenate([jnp.zeros_like(a[:, :1]), a[:, :-1]], axis=1)
+    if isinstance(logp, tuple):
+        return tuple(shift(a) for a in logp)
+    return shift(logp)
+
+
+def to_numpy(tree):
+    """Fetches a (possibly sharded) pytree to host numpy arrays."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)

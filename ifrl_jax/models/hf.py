@@ -1,0 +1,340 @@
+"""Hugging Face Qwen2 checkpoints in and out: config.json (4.x and 5.x styles) and safetensors.
+
+Import reads one tensor at a time from memory-mapped files and places it directly in its target
+sharding (`jax.make_array_from_callback`), so peak host memory is about the largest tensor.
+Layouts: HF Linear weights are [out, in]; ours are kernels [in, out] with heads split out
+(q_proj [D, N, H], o_proj [N, H, D]).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import jax
+import ml_dtypes
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from ifrl_jax.models import api
+from ifrl_jax.models.config import ModelConfig
+from ifrl_jax.models.safetensors_io import SafetensorsFile, write
+
+_NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+_CLASSIFIER = "Qwen2ForSequenceClassification"
+# Buffers some exporters include; not parameters.
+_IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def config_from_hf(d: dict, *, where: str = "config.json", **overrides) -> ModelConfig:
+    """ModelConfig from a HF config dict (rope_theta at top level, or 5.x `rope_parameters`)."""
+    if d.get("model_type") not in ("qwen2", None):
+        raise ValueError(f"{where}: model_type={d.get('model_type')!r}; only 'qwen2' is supported")
+    if d.get("use_sliding_window"):
+        raise ValueError(f"{where}: use_sliding_window=true is not supported (Qwen2.5 has false)")
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ValueError(f"{where}: rope type {rope_type!r} is not supported (only 'default')")
+    theta = d.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise ValueError(f"{where}: no rope_theta (neither top level nor in rope_parameters)")
+    try:
+        heads = d["num_attention_heads"]
+        kw = dict(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            num_layers=d["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+            intermediate_size=d["intermediate_size"],
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            rope_theta=float(theta),
+            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
+            pad_token_id=d.get("pad_token_id"),
+        )
+    except KeyError as e:
+        raise ValueError(f"{where}: missing field {e.args[0]!r}") from None
+    if _CLASSIFIER in (d.get("architectures") or []):
+        kw["num_labels"] = len(d.get("id2label") or {}) or int(d.get("num_labels", 2))
+    kw.update(overrides)
+    return ModelConfig(**kw)
+
+
+def config_to_hf(cfg: ModelConfig, *, dtype: str) -> dict:
+    """HF config dict (4.x layout with top-level rope_theta, which 5.x reads as well)."""
+    d = {
+        "architectures": [_CLASSIFIER if cfg.num_labels else "Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "use_sliding_window": False,
+        "attention_dropout": 0.0,
+        "torch_dtype": dtype,
+    }
+    if cfg.pad_token_id is not None:
+        d["pad_token_id"] = cfg.pad_token_id
+    if cfg.num_labels:
+        d["num_labels"] = cfg.num_labels
+        d["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
+        d["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+    return d
+
+
+# --- the name/layout table ----------------------------------------------------------------------
+
+
+# flax path -> (HF name, to_flax(hf_array, cfg), to_hf(flax_array, cfg)); per layer or top level.
+def _heads_kernel(n: str):  # HF [n*H, D] <-> ours [D, n, H]
+    return (
+        lambda a, c: a.T.reshape(c.hidden_size, getattr(c, n), c.head_dim),
+        lambda a, c: a.reshape(c.hidden_size, -1).T,
+    )
+
+
+def _heads_bias(n: str):  # HF [n*H] <-> ours [n, H]
+    return (lambda a, c: a.reshape(getattr(c, n), c.head_dim), lambda a, c: a.reshape(-1))
+
+
+_O_PROJ = (  # HF [D, N*H] <-> ours [N, H, D]
+    lambda a, c: a.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
+    lambda a, c: a.reshape(-1, c.hidden_size).T,
+)
+_TRANS = (lambda a, c: a.T, lambda a, c: a.T)
+_IDENT = (lambda a, c: a, lambda a, c: a)
+
+_LAYER = {
+    ("self_attn", "q_proj", "kernel"): ("self_attn.q_proj.weight", *_heads_kernel("num_heads")),
+    ("self_attn", "k_proj", "kernel"): ("self_attn.k_proj.weight", *_heads_kernel("num_kv_heads")),
+    ("self_attn", "v_proj", "kernel"): ("self_attn.v_proj.weight", *_heads_kernel("num_kv_heads")),
+    ("self_attn", "q_proj", "bias"): ("self_attn.q_proj.bias", *_heads_bias("num_heads")),
+    ("self_attn", "k_proj", "bias"): ("self_attn.k_proj.bias", *_heads_bias("num_kv_heads")),
+    ("self_attn", "v_proj", "bias"): ("self_attn.v_proj.bias", *_heads_bias("num_kv_heads")),
+    ("self_attn", "o_proj", "kernel"): ("self_attn.o_proj.weight", *_O_PROJ),
+    ("mlp", "gate_proj", "kernel"): ("mlp.gate_proj.weight", *_TRANS),
+    ("mlp", "up_proj", "kernel"): ("mlp.up_proj.weight", *_TRANS),
+    ("mlp", "down_proj", "kernel"): ("mlp.down_proj.weight", *_TRANS),
+    ("input_layernorm", "scale"): ("input_layernorm.weight", *_IDENT),
+    ("post_attention_layernorm", "scale"): ("post_attention_layernorm.weight", *_IDENT),
+}
+_TOP = {
+    ("embed_tokens", "embedding"): ("model.embed_tokens.weight", *_IDENT),
+    ("norm", "scale"): ("model.norm.weight", *_IDENT),
+    ("lm_head", "kernel"): ("lm_head.weight", *_TRANS),
+    ("score", "kernel"): ("score.weight", *_TRANS),
+}
+
+
+def _flat(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flat(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def _set(tree, path, value):
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+def _plan(cfg: ModelConfig, abstract) -> dict:
+    """flax path -> (list of HF names (one per layer when scanned), to_flax, to_hf, scanned)."""
+    plan = {}
+    for path, _ in _flat(abstract):
+        if path in _TOP:
+            name, to_flax, to_hf = _TOP[path]
+            plan[path] = ([name], to_flax, to_hf, False)
+        elif path[0] == "layers":  # scanned: [L, ...]
+            suffix, to_flax, to_hf = _LAYER[path[1:]]
+            names = [f"model.layers.{i}.{suffix}" for i in range(cfg.num_layers)]
+            plan[path] = (names, to_flax, to_hf, True)
+        else:
+            i = int(path[0].split("_")[1])
+            suffix, to_flax, to_hf = _LAYER[path[1:]]
+            plan[path] = ([f"model.layers.{i}.{suffix}"], to_flax, to_hf, False)
+    return plan
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+def _open_tensors(path: str) -> dict[str, SafetensorsFile]:
+    index = os.path.join(path, "model.safetensors.index.json")
+    single = os.path.join(path, "model.safetensors")
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = {
+            fn: SafetensorsFile(os.path.join(path, fn)) for fn in sorted(set(weight_map.values()))
+        }
+        out = {}
+        for name, fn in weight_map.items():
+            if name not in files[fn].header:
+                raise ValueError(
+                    f"{os.path.join(path, fn)}: tensor {name!r} listed in {index} is missing"
+                )
+            out[name] = files[fn]
+        return out
+    if os.path.exists(single):
+        st = SafetensorsFile(single)
+        return {name: st for name in st.keys()}
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors or model.safetensors.index.json (pytorch .bin files are "
+        "not read: they are pickles)"
+    )
+
+
+def load_hf(
+    path: str,
+    *,
+    dtype: str = "float32",
+    mesh: Mesh | None = None,
+    rules=None,
+    **overrides,
+) -> tuple[ModelConfig, dict]:
+    """Loads a local HF Qwen2 directory (causal LM or sequence classifier).
+
+    Args:
+      path: directory with config.json and safetensors weights (single or sharded).
+      dtype: param dtype to hold the weights in ("float32", "bfloat16", ...).
+      mesh, rules: place each tensor straight into its sharding (rules: preset name or table).
+      overrides: ModelConfig fields (compute `dtype` is spelled `compute_dtype` here, plus
+        `remat`, `scan_layers`, `attention_impl`).
+    Returns:
+      (cfg, params).
+    """
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"{cfg_path}: not found (is {path!r} a HF model directory?)")
+    with open(cfg_path) as f:
+        hf_cfg = json.load(f)
+    if "compute_dtype" in overrides:
+        overrides["dtype"] = overrides.pop("compute_dtype")
+    cfg = config_from_hf(hf_cfg, where=cfg_path, param_dtype=dtype, **overrides)
+    abstract = api.abstract_params(cfg)
+    shardings = api.param_shardings(cfg, mesh, rules) if mesh is not None else None
+    plan = _plan(cfg, abstract)
+    tensors = _open_tensors(path)
+    wanted = {n for names, *_ in plan.values() for n in names}
+    present = {n for n in tensors if not _IGNORED.match(n)}
+    if cfg.tie_word_embeddings and "lm_head.weight" in present:
+        present.discard(
+            "lm_head.weight"
+        )  # some exporters save the tied copy; ours is the embedding
+    missing, unexpected = sorted(wanted - present), sorted(present - wanted)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not match config.json: missing tensors {missing}, "
+            f"unexpected tensors {unexpected}"
+        )
+    np_dtype = _NP_DTYPES[dtype]
+    params: dict = {}
+    for fpath, (names, to_flax, _, scanned) in plan.items():
+        target = _leaf(abstract, fpath)
+
+        def convert(name, to_flax=to_flax):
+            arr = to_flax(tensors[name].get(name), cfg)
+            return np.asarray(arr, dtype=np_dtype)
+
+        if scanned:
+            host = np.stack([convert(n) for n in names])
+        else:
+            host = convert(names[0])
+        if host.shape != target.shape:
+            raise ValueError(
+                f"{path}: tensor {names[0]!r} converts to shape {host.shape}, expected "
+                f"{target.shape} from config.json"
+            )
+        if shardings is None:
+            arr = jax.device_put(host)
+        else:
+            arr = jax.make_array_from_callback(
+                host.shape, _leaf(shardings, fpath), lambda i, h=host: h[i]
+            )
+        _set(params, fpath, arr)
+        del host
+    return cfg, params
+
+
+def _leaf(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _to_host(x) -> np.ndarray:
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def save_hf(
+    cfg: ModelConfig,
+    params: dict,
+    path: str,
+    *,
+    dtype: str | None = None,
+    max_shard_bytes: int = 4 << 30,
+) -> None:
+    """Writes a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+
+    Tensors are fetched one at a time (gathered across hosts); process 0 writes. Files above
+    `max_shard_bytes` are split into `model-0000i-of-0000n.safetensors` plus an index.
+    """
+    dtype = dtype or cfg.param_dtype
+    np_dtype = _NP_DTYPES[dtype]
+    write_here = jax.process_index() == 0
+    out: list[tuple[str, np.ndarray]] = []
+    for fpath, (names, _, to_hf, scanned) in _plan(cfg, params).items():
+        host = _to_host(_leaf(params, fpath))
+        layers = list(host) if scanned else [host]
+        for name, arr in zip(names, layers):
+            out.append((name, np.ascontiguousarray(to_hf(arr, cfg)).astype(np_dtype)))
+    if not write_here:
+        return
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config_to_hf(cfg, dtype=dtype), f, indent=2)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, arr in out:
+        if shards[-1] and size + arr.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = arr
+        size += arr.nbytes
+    if len(shards) == 1:
+        write(os.path.join(path, "model.safetensors"), shards[0])
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write(os.path.join(path, fn), shard)
+        weight_map.update({name: fn for name in shard})
+    index = {"metadata": {"total_size": sum(a.nbytes for _, a in out)}, "weight_map": weight_map}
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    logging.info("wrote %d shards to %s", len(shards), path)

@@ -1,0 +1,223 @@
+"""Device mesh, logical-axis rule presets, and sharding constraints that always take effect.
+
+Model code names logical axes only (params: `vocab`, `embed`, `q_heads`, `kv_heads`,
+`head_dim`, `mlp`, `layers`; activations: `act_batch`, `act_seq`, `act_embed`, `act_heads`,
+`act_vocab`). A rules preset maps each logical axis to mesh axes (`data`, `fsdp`, `tp`) or to
+None (replicated). Swapping FSDP for TP is choosing another preset; model code never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tp")
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+_BATCH = ("data", "fsdp")  # activations' batch dim is split over every data-parallel axis
+
+
+def _rules(**kw) -> Rules:
+    base = {
+        "vocab": None,
+        "embed": None,
+        "q_heads": None,
+        "kv_heads": None,
+        "head_dim": None,
+        "mlp": None,
+        "layers": None,
+        "labels": None,
+        "act_batch": _BATCH,
+        "act_seq": None,
+        "act_embed": None,
+        "act_heads": None,
+        "act_kv_heads": None,
+        "act_mlp": None,
+        "act_vocab": None,
+    }
+    base.update(kw)
+    return tuple(base.items())
+
+
+RULES: dict[str, Rules] = {
+    # Everything replicated; batch split over data+fsdp (plain data parallelism).
+    "replicated": _rules(),
+    # ZeRO-3 style: every weight split along the model dim over `fsdp`.
+    "fsdp": _rules(embed="fsdp"),
+    # Megatron style: heads, MLP and vocab split over `tp`, activations follow.
+    "tp": _rules(
+        q_heads="tp",
+        kv_heads="tp",
+        mlp="tp",
+        vocab="tp",
+        act_heads="tp",
+        act_kv_heads="tp",
+        act_mlp="tp",
+        act_vocab="tp",
+    ),
+    # 2-D: weights over fsdp along the model dim and over tp along heads/mlp/vocab.
+    "fsdp_tp": _rules(
+        embed="fsdp",
+        q_heads="tp",
+        kv_heads="tp",
+        mlp="tp",
+        vocab="tp",
+        act_heads="tp",
+        act_kv_heads="tp",
+        act_mlp="tp",
+        act_vocab="tp",
+    ),
+}
+
+
+def get_rules(preset: str) -> Rules:
+    """Returns the rules table of a named preset (flag `--config.sharding`)."""
+    if preset not in RULES:
+        raise ValueError(
+            f"unknown sharding preset {preset!r} (flag --config.sharding); known: {sorted(RULES)}"
+        )
+    return RULES[preset]
+
+
+def make_mesh(
+    shape: Mapping[str, int], *, devices: Sequence[jax.Device] | None = None, flag: str = "mesh"
+) -> Mesh:
+    """Builds a (data, fsdp, tp) mesh; one entry may be -1 (= the remaining devices).
+
+    Args:
+      shape: sizes by axis name, e.g. {"data": 1, "fsdp": -1, "tp": 2}; absent axes are 1.
+      devices: defaults to jax.devices().
+      flag: the flag/config key named in errors.
+    Returns:
+      A Mesh with axes ("data", "fsdp", "tp").
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"--{flag}: unknown mesh axes {sorted(unknown)}; use {MESH_AXES}")
+    sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"--{flag}={dict(shape)}: at most one axis may be -1")
+    if any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"--{flag}={dict(shape)}: sizes must be positive or -1")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(
+                f"--{flag}={dict(shape)}: the fixed axes multiply to {known}, which does not "
+                f"divide the {len(devices)} devices"
+            )
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"--{flag}={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+            f"but {len(devices)} are available"
+        )
+    try:
+        return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices)
+    except Exception:
+        return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def logical_to_spec(axes: Sequence[str | None], rules: Rules) -> PartitionSpec:
+    """Maps logical axis names to a PartitionSpec under `rules` (each mesh axis used once)."""
+    table = dict(rules)
+    used: set[str] = set()
+    out = []
+    for name in axes:
+        target = table.get(name) if name is not None else None
+        if name is not None and name not in table:
+            raise KeyError(f"logical axis {name!r} has no rule; rules know {sorted(table)}")
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        names = tuple(n for n in names if n not in used)
+        used.update(names)
+        out.append(names[0] if len(names) == 1 else (names or None))
+    return PartitionSpec(*out)
+
+
+def _check_divisible(shape, spec: PartitionSpec, mesh: Mesh, what: str, flag: str) -> None:
+    for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
+        if axes is None:
+            continue
+        axes = (axes,) if isinstance(axes, str) else axes
+        n = math.prod(mesh.shape[a] for a in axes)
+        if size % n:
+            raise ValueError(
+                f"{what}: dimension {dim} has size {size}, which mesh axes {axes} (size {n}) do "
+                f"not divide; choose another --{flag} preset or mesh shape"
+            )
+
+
+def param_logical_axes(boxed_abstract) -> object:
+    """Logical axis names for every leaf of an (abstract) boxed param tree."""
+    return nn.get_partition_spec(boxed_abstract)
+
+
+def shardings_from_logical(
+    logical, shapes, mesh: Mesh, rules: Rules, *, flag: str = "config.sharding"
+):
+    """NamedShardings for a pytree of logical PartitionSpecs, checking divisibility.
+
+    Args:
+      logical: pytree of PartitionSpec holding logical axis names.
+      shapes: matching pytree of arrays or ShapeDtypeStructs.
+      mesh, rules: the mesh and rules table.
+    Returns:
+      pytree of NamedSharding.
+    """
+
+    def one(path, spec, x):
+        mesh_spec = logical_to_spec(tuple(spec), rules)
+        _check_divisible(x.shape, mesh_spec, mesh, f"param {jax.tree_util.keystr(path)}", flag)
+        return NamedSharding(mesh, mesh_spec)
+
+    return jax.tree_util.tree_map_with_path(
+        one, logical, shapes, is_leaf=lambda s: isinstance(s, PartitionSpec)
+    )
+
+
+# --- activation constraints -------------------------------------------------------------------
+
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar(
+    "ifrl_jax_sharding", default=None
+)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh | None, rules: Rules | None) -> Iterator[None]:
+    """Within this context, `constrain` pins activations to `mesh` under `rules`.
+
+    Tracing (the first call of a jitted function) must happen inside the context.
+    """
+    token = _ACTIVE.set(None if mesh is None else (mesh, rules))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    """Applies a sharding constraint by logical axes; identity outside `activation_sharding`."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    spec = logical_to_spec(axes, rules)
+    _check_divisible(x.shape, spec, mesh, f"activation {tuple(axes)}", "config.sharding")
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding for a [B, ...] host batch: B over (data, fsdp), the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(_BATCH, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
