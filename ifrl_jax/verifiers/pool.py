@@ -1,0 +1,395 @@
+"""`VerifierPool`: worker processes for the verifier batch stage, created once and reused.
+
+Workers are started with the "forkserver" context where available, else "spawn" (never
+"fork": JAX may be loaded in the parent), warm up nltk and langdetect once, and then score
+chunks of a batch (about `processes * chunks_per_process` chunks per batch, handed to whichever
+worker is idle). `submit` returns a `concurrent.futures.Future`, so a training loop can start
+verifying batch i and collect it after sampling batch i+1; a dispatcher thread moves the data.
+
+Time limits: a worker runs each (response, constraint) check under SIGALRM (see `core.py`);
+one that exceeds `timeout_s` scores 0 with a logged warning. As a backstop the parent gives
+each chunk a deadline of `n_checks * timeout_s + DEADLINE_GRACE_S`; a worker that misses it,
+or dies, is killed and replaced, its chunk is re-run one response at a time, and a response
+that fails again scores 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ifrl_jax.verifiers import nlp
+from ifrl_jax.verifiers.batch import (
+    DEFAULT_TIMEOUT_S,
+    MODES,
+    Constraint,
+    Plan,
+    assemble,
+    mode_flags,
+    plan_batch,
+    run_tasks,
+)
+
+logger = logging.getLogger("ifrl_jax.verifiers")
+
+DEADLINE_GRACE_S = 10.0
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _worker_main(conn) -> None:
+    """Worker process: warm up, then score chunks until told to stop or the parent goes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    nlp.warmup()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] != "run":
+            return
+        _, chunk_id, tasks, flags, timeout_s = msg
+        results, warnings = run_tasks(tasks, flags, timeout_s)
+        conn.send(("done", chunk_id, results, warnings))
+
+
+@dataclass
+class _Job:
+    plan: Plan
+    modes: tuple[str, ...]
+    flags: tuple[bool, ...]
+    timeout_s: float | None
+    future: concurrent.futures.Future
+    results: list
+    remaining: int
+
+
+@dataclass
+class _Chunk:
+    job: _Job
+    indices: list[int]  # into job.plan.tasks
+
+
+@dataclass
+class _Worker:
+    proc: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    state: str = "starting"  # starting | idle | busy
+    since: float = field(default_factory=time.monotonic)
+    chunk: _Chunk | None = None
+    deadline: float = math.inf
+
+
+class VerifierPool:
+    """Worker processes for `verify_batch`, created once and reused across batches.
+
+    Usage:
+      with VerifierPool(processes=2) as pool:
+        future = pool.submit(responses, constraints)   # returns at once
+        ...                                            # e.g. sample the next batch
+        scores, valid = future.result()
+
+    Args:
+      processes: number of worker processes.
+      timeout_s: default per-check time limit.
+      context: multiprocessing start method, "forkserver" (default where available) or
+        "spawn"; never "fork".
+      chunks_per_process: each batch is cut into about processes * this many chunks.
+    """
+
+    def __init__(
+        self,
+        processes: int = 2,
+        *,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        context: str | None = None,
+        chunks_per_process: int = 4,
+    ):
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        if context is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = "forkserver" if "forkserver" in methods else "spawn"
+        if context == "fork":
+            raise ValueError("the 'fork' start method is unsafe once JAX is imported")
+        self._ctx = multiprocessing.get_context(context)
+        self.processes = processes
+        self.timeout_s = timeout_s
+        self._chunks_per_process = max(1, chunks_per_process)
+        self._lock = threading.RLock()  # future callbacks may re-enter submit()
+        self._pending: collections.deque[_Chunk] = collections.deque()
+        self._closed = False
+        self._broken: str | None = None
+        self._startup_failures = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._workers = [self._spawn() for _ in range(processes)]
+        self._thread = threading.Thread(target=self._loop, name="VerifierPool", daemon=True)
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        responses: Sequence[str],
+        constraints: Sequence[Sequence[Constraint]],
+        *,
+        loose: bool = False,
+        think_mode: str = "none",
+        timeout_s: float | None = None,
+        width: int | None = None,
+    ) -> concurrent.futures.Future:
+        """Starts scoring a batch; see `verify_batch` for the arguments.
+
+        Returns:
+          A Future whose `result()` is (scores [B, K] float32, valid [B, K] bool).
+        """
+        mode = "loose" if loose else "strict"
+        inner = self.submit_modes(
+            responses,
+            constraints,
+            modes=(mode,),
+            think_mode=think_mode,
+            timeout_s=timeout_s,
+            width=width,
+        )
+        outer: concurrent.futures.Future = concurrent.futures.Future()
+
+        def relay(f: concurrent.futures.Future) -> None:
+            if f.exception() is not None:
+                outer.set_exception(f.exception())
+            else:
+                outer.set_result(f.result()[mode])
+
+        inner.add_done_callback(relay)
+        return outer
+
+    def submit_modes(
+        self,
+        responses: Sequence[str],
+        constraints: Sequence[Sequence[Constraint]],
+        *,
+        modes: Sequence[str] = MODES,
+        think_mode: str = "none",
+        timeout_s: float | None = None,
+        width: int | None = None,
+    ) -> concurrent.futures.Future:
+        """Starts scoring a batch in several modes; see `verify_batch_modes`.
+
+        Returns:
+          A Future whose `result()` is {mode: (scores, valid)}.
+        """
+        flags = mode_flags(modes)
+        plan = plan_batch(responses, constraints, think_mode=think_mode, width=width)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        job = _Job(
+            plan,
+            tuple(modes),
+            flags,
+            self.timeout_s if timeout_s is None else timeout_s,
+            future,
+            [None] * len(plan.tasks),
+            0,
+        )
+        n = len(plan.tasks)
+        size = max(1, math.ceil(n / (self.processes * self._chunks_per_process)))
+        chunks = [_Chunk(job, list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+        job.remaining = len(chunks)
+        if not chunks:
+            self._finish(job)
+            return future
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("VerifierPool is closed")
+            if self._broken:
+                raise RuntimeError(f"VerifierPool is broken: {self._broken}")
+            self._pending.extend(chunks)
+        self._wake()
+        return future
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return [w.proc.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Stops the workers; pending futures fail with RuntimeError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake()
+        self._thread.join(timeout=30)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals (the dispatcher thread) ---------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child_conn,), name="ifrl-verifier", daemon=True
+        )
+        proc.start()
+        child_conn.close()
+        return _Worker(proc, parent_conn)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _finish(self, job: _Job) -> None:
+        scores = assemble(job.plan, job.results, job.flags)
+        out = {m: (s, job.plan.valid.copy()) for m, s in zip(job.modes, scores)}
+        if not job.future.done():
+            job.future.set_result(out)
+
+    def _store(self, chunk: _Chunk, results, warnings) -> None:
+        for w in warnings:
+            logger.warning("verify_batch: %s", w)
+        for i, r in zip(chunk.indices, results):
+            chunk.job.results[i] = r
+        chunk.job.remaining -= 1
+        if chunk.job.remaining == 0:
+            self._finish(chunk.job)
+
+    def _replace(self, i: int, reason: str) -> None:
+        """Kills worker i, starts a new one, and re-plans its chunk."""
+        w = self._workers[i]
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=5)
+        w.conn.close()
+        self._workers[i] = self._spawn()
+        chunk = w.chunk
+        if chunk is None:
+            return
+        if len(chunk.indices) > 1:
+            singles = [_Chunk(chunk.job, [idx]) for idx in chunk.indices]
+            chunk.job.remaining += len(singles) - 1
+            self._pending.extendleft(reversed(singles))
+            logger.warning("verify_batch: worker %s; re-running its chunk item by item", reason)
+            return
+        (idx,) = chunk.indices
+        b, _, checks = chunk.job.plan.tasks[idx]
+        fail = tuple(False for _ in chunk.job.flags)
+        self._store(
+            chunk,
+            [[fail for _ in checks]],
+            [f"response {b}: worker {reason}; its {len(checks)} constraint(s) scored 0"],
+        )
+
+    def _fail_all(self, error: BaseException) -> None:
+        jobs = {id(c.job): c.job for c in self._pending}
+        jobs.update({id(w.chunk.job): w.chunk.job for w in self._workers if w.chunk})
+        self._pending.clear()
+        for job in jobs.values():
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # never leave futures hanging
+            self._broken = f"dispatcher crashed: {e!r}"
+            logger.exception("VerifierPool dispatcher crashed")
+            self._fail_all(RuntimeError(self._broken))
+        finally:
+            for w in self._workers:
+                try:
+                    if w.state == "idle":
+                        w.conn.send(("stop",))
+                    else:
+                        w.proc.kill()
+                except OSError:
+                    pass
+            for w in self._workers:
+                w.proc.join(timeout=5)
+                if w.proc.is_alive():
+                    w.proc.kill()
+                    w.proc.join(timeout=5)
+                w.conn.close()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    self._fail_all(RuntimeError("VerifierPool was closed"))
+                    return
+                for w in self._workers:
+                    if w.state == "idle" and self._pending:
+                        chunk = self._pending.popleft()
+                        job = chunk.job
+                        tasks = [job.plan.tasks[i] for i in chunk.indices]
+                        n_checks = sum(len(t[2]) for t in tasks)
+                        w.chunk, w.state = chunk, "busy"
+                        w.deadline = math.inf
+                        if job.timeout_s is not None:
+                            w.deadline = time.monotonic() + DEADLINE_GRACE_S
+                            w.deadline += n_checks * job.timeout_s
+                        try:
+                            w.conn.send(("run", id(chunk), tasks, job.flags, job.timeout_s))
+                        except OSError:
+                            w.deadline = 0.0  # handled below as a dead worker
+            now = time.monotonic()
+            deadlines = [w.deadline for w in self._workers if w.state == "busy"]
+            deadlines += [
+                w.since + STARTUP_TIMEOUT_S for w in self._workers if w.state == "starting"
+            ]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            waitables = [self._wake_r] + [w.conn for w in self._workers]
+            waitables += [w.proc.sentinel for w in self._workers]
+            ready = multiprocessing.connection.wait(waitables, timeout)
+            if self._wake_r in ready:
+                self._wake_r.recv(4096)
+            with self._lock:
+                self._poll(set(ready))
+
+    def _poll(self, ready: set) -> None:
+        now = time.monotonic()
+        for i, w in enumerate(self._workers):
+            reason = None
+            if w.conn in ready:
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    msg, reason = None, "died"
+                if msg is not None and msg[0] == "ready":
+                    w.state, self._startup_failures = "idle", 0
+                elif msg is not None and msg[0] == "done" and w.chunk is not None:
+                    chunk, w.chunk, w.state = w.chunk, None, "idle"
+                    self._store(chunk, msg[2], msg[3])
+            elif w.proc.sentinel in ready or not w.proc.is_alive():
+                reason = f"exited with code {w.proc.exitcode}"
+            elif w.state == "busy" and now > w.deadline:
+                reason = "missed its deadline"
+            elif w.state == "starting" and now > w.since + STARTUP_TIMEOUT_S:
+                reason = "did not start"
+            if reason is None:
+                continue
+            if w.state == "starting":
+                self._startup_failures += 1
+                if self._startup_failures >= 3:
+                    self._broken = f"workers fail to start (last one {reason})"
+                    self._fail_all(RuntimeError(f"VerifierPool is broken: {self._broken}"))
+                    self._closed = True
+                    return
+            self._replace(i, reason)

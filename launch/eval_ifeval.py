@@ -1,0 +1,43 @@
+r"""IFEval evaluation of responses, compatible with google-research's instruction_following_eval.
+
+Writes eval_results_strict.jsonl and eval_results_loose.jsonl to --output_dir, prints prompt- and
+instruction-level accuracy for both modes and a per-id table, and ends with one JSON line holding
+the four accuracies.
+
+  python launch/eval_ifeval.py \
+    --input_data=../shared/upstream-verl-if-data/val_set.jsonl \
+    --input_response_data=/tmp/responses.jsonl --output_dir=/tmp/ifeval
+"""
+
+import sys
+
+from absl import app, flags
+
+from ifrl_jax.verifiers import DEFAULT_TIMEOUT_S, SpecError, ifeval
+
+_INPUT_DATA = flags.DEFINE_string("input_data", None, "Prompts JSONL (key, prompt, ids, kwargs).")
+_RESPONSES = flags.DEFINE_string("input_response_data", None, "Responses JSONL (prompt, response).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the two result files.")
+_PROCESSES = flags.DEFINE_integer("processes", 0, "Verifier worker processes; 0 = in-process.")
+_TIMEOUT_S = flags.DEFINE_float("timeout_s", DEFAULT_TIMEOUT_S, "Per-check time limit in seconds.")
+flags.mark_flags_as_required(["input_data", "input_response_data", "output_dir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        text = ifeval.run(
+            _INPUT_DATA.value,
+            _RESPONSES.value,
+            _OUTPUT_DIR.value,
+            processes=_PROCESSES.value,
+            timeout_s=_TIMEOUT_S.value,
+        )
+    except (ifeval.EvalInputError, SpecError) as e:  # the message names the file and line
+        sys.exit(f"error: {e}")
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
