@@ -121,7 +121,8 @@ def make_mesh(
             f"but {len(devices)} are available"
         )
     try:
-        return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices)
+        auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)  # GSPMD propagation + constraints
+        return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=auto, devices=devices)
     except Exception:
         return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 

@@ -88,24 +88,38 @@ def hidden_states(
     return out
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(cfg, params, input_ids, attention_mask_):
-    t = input_ids.shape[1]
-    mask = attention_mask(attention_mask_, 0, t)
-    logits, _ = apply(cfg, params, input_ids, positions_from_mask(attention_mask_), mask)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _forward(cfg, mesh, rules, params, input_ids, attention_mask_):
+    with sharding.activation_sharding(mesh, rules):
+        t = input_ids.shape[1]
+        mask = attention_mask(attention_mask_, 0, t)
+        logits, _ = apply(cfg, params, input_ids, positions_from_mask(attention_mask_), mask)
     return logits
 
 
-def forward(cfg: ModelConfig, params: Params, input_ids, attention_mask_) -> jax.Array:
+def forward(
+    cfg: ModelConfig,
+    params: Params,
+    input_ids,
+    attention_mask_,
+    *,
+    mesh: Mesh | None = None,
+    rules: sharding.Rules | str | None = None,
+) -> jax.Array:
     """Logits [B, T, V] (or [B, T, C] for a classifier) of a left-padded batch.
 
     Args:
       input_ids: [B, T] ints (numpy or jax).
       attention_mask_: [B, T], 1 on real tokens, 0 on (left) padding.
+      mesh, rules: when given, activations are pinned by the rules (preset name or table) and
+        the batch is placed over the mesh's data axes.
     """
-    return _forward(
-        cfg, params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask_, jnp.int32)
-    )
+    ids = jnp.asarray(input_ids, jnp.int32)
+    mask = jnp.asarray(attention_mask_, jnp.int32)
+    if mesh is not None:
+        rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
+        ids, mask = jax.device_put((ids, mask), sharding.data_sharding(mesh))
+    return _forward(cfg, mesh, rules, params, ids, mask)
 
 
 def lm_head_weight(cfg: ModelConfig, params: Params) -> jax.Array:
