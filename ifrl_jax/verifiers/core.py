@@ -19,6 +19,7 @@ import signal
 import threading
 from collections.abc import Sequence
 
+from ifrl_jax.verifiers import nlp
 from ifrl_jax.verifiers.checks import CHECKS, loose_variants
 from ifrl_jax.verifiers.spec import SpecError, check_spec, is_hard
 
@@ -83,6 +84,7 @@ class TimeLimit:
             and threading.current_thread() is threading.main_thread()
         )
         if self.active:
+            nlp.warmup()  # never time out a one-off load of nltk or langdetect
             self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
         return self
 

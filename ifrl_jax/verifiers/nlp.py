@@ -166,10 +166,21 @@ def detect_language(text: str) -> str:
     return detector.detect()
 
 
+_warm = False
+
+
 def warmup() -> None:
-    """Loads Punkt, the word tokenizer and langdetect's profiles now rather than on first use."""
+    """Loads Punkt, the word tokenizer and langdetect's profiles now rather than on first use.
+
+    Checks run under a time limit call this first, so that a one-off load of a second or more
+    is never charged to (and timed out in) the first check that needs it.
+    """
+    global _warm
+    if _warm:
+        return
     with _lock:
         sentence_tokenizer().tokenize("Warm up. Done.")
         _word_tokenizer()
         _language_factory()
         lang_detect_exception()
+        _warm = True

@@ -45,6 +45,16 @@ logger = logging.getLogger("ifrl_jax.verifiers")
 
 DEADLINE_GRACE_S = 10.0
 STARTUP_TIMEOUT_S = 120.0
+_PRELOAD = "ifrl_jax.verifiers._preload"
+
+
+def _add_forkserver_preload() -> None:
+    """Asks the forkserver, if not started yet, to load nltk/langdetect once before forking."""
+    from multiprocessing import forkserver
+
+    current = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
+    if _PRELOAD not in current:
+        forkserver.set_forkserver_preload(current + [_PRELOAD])
 
 
 def _worker_main(conn) -> None:
@@ -79,6 +89,7 @@ class _Job:
 class _Chunk:
     job: _Job
     indices: list[int]  # into job.plan.tasks
+    retried: bool = False  # a single-item chunk gets one more worker before it scores 0
 
 
 @dataclass
@@ -89,6 +100,7 @@ class _Worker:
     since: float = field(default_factory=time.monotonic)
     chunk: _Chunk | None = None
     deadline: float = math.inf
+    sent: bool = False  # whether `chunk` reached the worker
 
 
 class VerifierPool:
@@ -123,6 +135,8 @@ class VerifierPool:
             context = "forkserver" if "forkserver" in methods else "spawn"
         if context == "fork":
             raise ValueError("the 'fork' start method is unsafe once JAX is imported")
+        if context == "forkserver":
+            _add_forkserver_preload()
         self._ctx = multiprocessing.get_context(context)
         self.processes = processes
         self.timeout_s = timeout_s
@@ -271,7 +285,7 @@ class VerifierPool:
         if chunk.job.remaining == 0:
             self._finish(chunk.job)
 
-    def _replace(self, i: int, reason: str) -> None:
+    def _replace(self, i: int, reason: str, *, sent: bool = True) -> None:
         """Kills worker i, starts a new one, and re-plans its chunk."""
         w = self._workers[i]
         if w.proc.is_alive():
@@ -282,11 +296,21 @@ class VerifierPool:
         chunk = w.chunk
         if chunk is None:
             return
+        if chunk.job.future.done():  # failed by close(); nothing to re-run
+            return
+        if not sent:  # the worker died before it got the chunk: not the chunk's fault
+            self._pending.appendleft(chunk)
+            return
         if len(chunk.indices) > 1:
             singles = [_Chunk(chunk.job, [idx]) for idx in chunk.indices]
             chunk.job.remaining += len(singles) - 1
             self._pending.extendleft(reversed(singles))
             logger.warning("verify_batch: worker %s; re-running its chunk item by item", reason)
+            return
+        if not chunk.retried:
+            chunk.retried = True
+            self._pending.appendleft(chunk)
+            logger.warning("verify_batch: worker %s; retrying its item once", reason)
             return
         (idx,) = chunk.indices
         b, _, checks = chunk.job.plan.tasks[idx]
@@ -347,8 +371,9 @@ class VerifierPool:
                             w.deadline += n_checks * job.timeout_s
                         try:
                             w.conn.send(("run", id(chunk), tasks, job.flags, job.timeout_s))
+                            w.sent = True
                         except OSError:
-                            w.deadline = 0.0  # handled below as a dead worker
+                            w.sent, w.deadline = False, 0.0  # handled by _poll: dead worker
             now = time.monotonic()
             deadlines = [w.deadline for w in self._workers if w.state == "busy"]
             deadlines += [
@@ -392,4 +417,4 @@ class VerifierPool:
                     self._fail_all(RuntimeError(f"VerifierPool is broken: {self._broken}"))
                     self._closed = True
                     return
-            self._replace(i, reason)
+            self._replace(i, reason, sent=w.sent)

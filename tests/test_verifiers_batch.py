@@ -1,0 +1,149 @@
+"""The batch stage: `verify_batch` layout, and the reusable `VerifierPool` with time limits."""
+
+import logging
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from ifrl_jax.verifiers import VerifierPool, verify, verify_batch, verify_batch_modes
+
+NC = ("punctuation:no_comma", {})
+LOWER = ("change_case:english_lowercase", {})
+WORDS = ("length_constraints:number_words", {"num_words": 3, "relation": "at least"})
+SENTS = ("length_constraints:number_sentences", {"num_sentences": 2, "relation": "at least"})
+SOFT = ("style:open_ended", {})
+CATASTROPHIC = ("keywords:existence", {"keywords": ["(a+)+$"]})
+STALL_TEXT = "a" * 40 + "b"
+
+
+def _batch(n: int = 40):
+    """A varied batch: strict/loose differences, soft ids, ragged lists."""
+    base = [
+        "Sure, here it is:\nthis is a simple english sentence with no commas at all.",
+        "one two. three four.",
+        "**Hello** world, again.",
+        "",
+        "plain text without punctuation",
+    ]
+    cons = [[NC, LOWER], [WORDS, SENTS, SOFT], [SOFT, NC], [NC], [LOWER, WORDS, NC, SENTS]]
+    return [base[i % 5] for i in range(n)], [cons[i % 5] for i in range(n)]
+
+
+def test_layout_soft_ids_and_padding():
+    scores, valid = verify_batch(["a, b", "fine"], [[NC, SOFT], [SOFT]], width=3)
+    assert scores.dtype == np.float32 and valid.dtype == bool
+    np.testing.assert_array_equal(valid, [[True, False, False], [False, False, False]])
+    np.testing.assert_array_equal(scores, np.zeros((2, 3)))
+    scores, valid = verify_batch(["no comma"], [[SOFT, NC]])
+    np.testing.assert_array_equal(scores, [[0.0, 1.0]])
+    np.testing.assert_array_equal(valid, [[False, True]])
+    with pytest.raises(ValueError, match="width"):
+        verify_batch(["x"], [[NC, NC]], width=1)
+    with pytest.raises(ValueError, match="responses"):
+        verify_batch(["x", "y"], [[NC]])
+
+
+def test_bad_spec_and_unknown_id_score_zero_but_count(caplog):
+    with caplog.at_level(logging.WARNING, logger="ifrl_jax.verifiers"):
+        scores, valid = verify_batch(["x"], [[("keywords:existence", {}), ("bogus:id", {}), NC]])
+    np.testing.assert_array_equal(scores, [[0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(valid, [[True, True, True]])
+    assert "missing kwarg 'keywords'" in caplog.text and "bogus:id" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "think_mode,expected",
+    [("none", [0.0, 1.0]), ("required", [1.0, 0.0]), ("optional", [1.0, 1.0])],
+)
+def test_think_modes(think_mode, expected):
+    responses = ["<think>hmm, well</think>\n\nno commas", "no tag at all"]
+    scores, valid = verify_batch(responses, [[NC], [NC]], think_mode=think_mode)
+    np.testing.assert_array_equal(scores[:, 0], expected)
+    assert valid.all()
+
+
+@pytest.mark.parametrize("loose", [False, True])
+def test_batch_equals_single_verify(loose):
+    responses, constraints = _batch(10)
+    scores, _ = verify_batch(responses, constraints, loose=loose)
+    for b, (resp, cons) in enumerate(zip(responses, constraints)):
+        for j, (cid, kw) in enumerate(cons):
+            if cid != SOFT[0]:
+                assert scores[b, j] == float(verify(cid, kw, resp, loose=loose)), (b, j)
+    modes = verify_batch_modes(responses, constraints)
+    np.testing.assert_array_equal(modes["loose" if loose else "strict"][0], scores)
+    assert (modes["loose"][0] >= modes["strict"][0]).all()
+    assert (modes["loose"][0] > modes["strict"][0]).any()
+
+
+def test_in_process_time_limit(caplog):
+    with caplog.at_level(logging.WARNING, logger="ifrl_jax.verifiers"):
+        start = time.monotonic()
+        scores, valid = verify_batch([STALL_TEXT], [[CATASTROPHIC, NC]], timeout_s=0.2)
+    assert time.monotonic() - start < 5
+    np.testing.assert_array_equal(scores, [[0.0, 1.0]])
+    assert valid.all() and "time limit" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with VerifierPool(processes=2, timeout_s=0.5) as p:
+        yield p
+
+
+def test_pool_equals_in_process_and_is_reused(pool):
+    responses, constraints = _batch(40)
+    pids = pool.pids
+    expected = verify_batch_modes(responses, constraints)
+    # Overlap: two batches in flight before either is collected.
+    first = pool.submit_modes(responses, constraints)
+    second = pool.submit(responses[::-1], constraints[::-1], loose=True)
+    got = first.result(timeout=120)
+    for mode in ("strict", "loose"):
+        np.testing.assert_array_equal(got[mode][0], expected[mode][0])
+        np.testing.assert_array_equal(got[mode][1], expected[mode][1])
+    scores, valid = second.result(timeout=120)
+    np.testing.assert_array_equal(scores, expected["loose"][0][::-1])
+    np.testing.assert_array_equal(valid, expected["loose"][1][::-1])
+    scores, _ = verify_batch(responses, constraints, pool=pool)
+    np.testing.assert_array_equal(scores, expected["strict"][0])
+    assert pool.pids == pids  # the same worker processes served every batch
+
+
+def test_pool_stalled_item_times_out(pool, caplog):
+    responses, constraints = _batch(20)
+    responses[7], constraints[7] = STALL_TEXT, [CATASTROPHIC, NC]
+    expected, _ = verify_batch(responses, constraints, timeout_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="ifrl_jax.verifiers"):
+        start = time.monotonic()
+        scores, valid = pool.submit(responses, constraints, timeout_s=0.2).result(timeout=60)
+    assert time.monotonic() - start < 10
+    np.testing.assert_array_equal(scores, expected)
+    assert scores[7, 0] == 0.0 and scores[7, 1] == 1.0 and valid[7, :2].all()
+    assert "exceeded the 0.2s time limit" in caplog.text
+
+
+def test_pool_replaces_a_killed_worker(pool, caplog):
+    responses, constraints = _batch(12)
+    responses[0], constraints[0] = STALL_TEXT, [CATASTROPHIC, NC]
+    expected, _ = verify_batch(responses, constraints, timeout_s=0.2)
+    old = pool.pids
+    with caplog.at_level(logging.WARNING, logger="ifrl_jax.verifiers"):
+        future = pool.submit(responses, constraints, timeout_s=1.0)
+        time.sleep(0.3)  # the first chunk is now stuck in the catastrophic regex
+        os.kill(old[0], signal.SIGKILL)
+        os.kill(old[1], signal.SIGKILL)
+        scores, _ = future.result(timeout=120)
+    np.testing.assert_array_equal(scores, expected)
+    assert not set(pool.pids) & set(old)
+    assert "re-running its chunk item by item" in caplog.text or "exited" in caplog.text
+
+
+def test_closed_pool_refuses_work():
+    p = VerifierPool(processes=1)
+    p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.submit(["x"], [[NC]])
