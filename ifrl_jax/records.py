@@ -165,11 +165,15 @@ def derive_seed(prompt: str, texts: Sequence[str]) -> str | None:
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_spec(instruction_id: str, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+def _check_spec(instruction_id: str, kwargs: dict[str, Any], where: str, i: int) -> dict[str, Any]:
     # Imported here so that records can be built and decomposed without the verifier stack.
     from ifrl_jax import verifiers
 
-    return verifiers.check_spec(instruction_id, kwargs, where=where)
+    if not (verifiers.is_hard(instruction_id) or verifiers.is_soft(instruction_id)):
+        field = f"instruction_id_list[{i}]"
+    else:
+        field = f"kwargs[{i}]"
+    return verifiers.check_spec(instruction_id, kwargs, where=f"{where}: field {field!r}")
 
 
 def _fail(where: str, field: str, message: str) -> RecordError:
@@ -253,7 +257,7 @@ def parse_record(row: Any, *, where: str) -> Record:
         if not isinstance(kw, dict):
             raise _fail(where, f"kwargs[{i}]", f"expected an object, got {type(kw).__name__}")
         kw = {k: v for k, v in kw.items() if v is not None}
-        norm = _check_spec(cid, kw, f"{where}: field 'kwargs[{i}]' ({cid})")
+        norm = _check_spec(cid, kw, where, i)
         constraints.append(Constraint(cid, norm, texts[i] if texts else None))
 
     seed = _optional_str(row, "seed", where)
