@@ -16,6 +16,7 @@ Schedules (``SCHEDULES``, keyed by the config string):
   (shuffled among themselves), then all L2, ..., then all LK. With several epochs the sequence of
   phases restarts every epoch, with a fresh shuffle inside each phase. Records without a level
   (math items, undecomposed records) are spread round-robin over the phases, in file order.
+  Batches are cut from the phased stream, so the one batch at a phase boundary mixes two levels.
 
 Sharding: the global stream is cut as ``stream[process_index::process_count]`` before batching,
 so every host reads its own slice and global batch b is the union of the hosts' batch b.
@@ -102,7 +103,8 @@ def make_dataset(
       num_epochs: passes over the records; None repeats forever.
       shard_index: this host's slice; defaults to ``jax.process_index()``.
       shard_count: number of slices; defaults to ``jax.process_count()``.
-      drop_remainder: drop a last, smaller batch (only happens when num_epochs is finite).
+      drop_remainder: drop the records of a last, partial global batch (only happens when
+        num_epochs is finite), so that all hosts yield the same number of full batches.
 
     Returns:
       A ``grain.MapDataset`` whose elements are ``list[Record]`` of ``batch_size // shard_count``
@@ -127,6 +129,9 @@ def make_dataset(
         raise ValueError(f"num_epochs={num_epochs}; expected >= 1 or None (forever)")
     ds = SCHEDULES[schedule](records, seed=seed)
     ds = ds.repeat(num_epochs)  # reshuffles every epoch (grain folds the epoch into the seeds)
+    if num_epochs is not None and drop_remainder:
+        # Whole global batches only, so that every host yields the same number of batches.
+        ds = ds[: len(ds) // batch_size * batch_size]
     ds = ds[shard_index::shard_count]
     return ds.batch(batch_size // shard_count, drop_remainder=drop_remainder, batch_fn=list)
 

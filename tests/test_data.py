@@ -288,6 +288,13 @@ def test_iterator_state_round_trip_resumes_exactly(schedule):
     assert got == expected
 
 
+def test_finite_epochs_give_every_host_the_same_batch_count():
+    levels = _levels(11, 1)  # 11 records, global batch 4: two full batches, 3 records left
+    kw = dict(batch_size=4, num_epochs=1, shard_count=2)
+    hosts = [list(data.make_dataset(levels, shard_index=h, **kw)) for h in (0, 1)]
+    assert [len(b) for b in hosts[0]] == [len(b) for b in hosts[1]] == [2, 2]
+
+
 def test_pipeline_rejects_bad_settings():
     levels = _levels(4, 1)
     with pytest.raises(ValueError, match="multiple of the 3 hosts"):

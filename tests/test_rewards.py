@@ -122,6 +122,18 @@ def test_variable_constraint_counts_are_padded():
     assert result.levels.tolist() == [1, 3, 0]
 
 
+def test_pool_gives_the_same_scores():
+    from ifrl_jax import verifiers
+
+    recs = [_rec(NO_COMMA, LOWER, TITLE), _rec(NO_COMMA), _math("2")]
+    responses = ["<<t>>\nthis is a short answer in plain english", "a, b", r"\boxed{2}"]
+    here = rewards.score(recs, responses)
+    with verifiers.VerifierPool(1) as pool:
+        there = rewards.score(recs, responses, pool=pool)
+    np.testing.assert_array_equal(here.scores, there.scores)
+    np.testing.assert_array_equal(here.rewards, there.rewards)
+
+
 # ----------------------------------------------------------------------------- soft constraints
 
 
