@@ -36,11 +36,10 @@ from typing import Any
 KINDS = ("if", "math")
 MATH_IDS = ("light", "light_choice")
 ON_ERROR = ("strict", "skip")
-# Fields of the on-disk schema that map onto Record attributes; everything else goes to `meta`.
-_SCHEMA_FIELDS = frozenset(
-    {"prompt", "instruction_id_list", "kwargs", "constraint", "seed", "level", "answer"}
-    | {"ground_truth", "source", "kind"}
-)
+# Fields that map onto Record attributes, per kind; every other field goes to `meta`.
+_COMMON_FIELDS = frozenset({"prompt", "instruction_id_list", "kwargs", "constraint", "level"})
+_IF_FIELDS = _COMMON_FIELDS | {"seed", "source"}
+_MATH_FIELDS = _COMMON_FIELDS | {"answer", "ground_truth", "source"}
 _MAX_LOGGED_ERRORS = 5
 
 
@@ -225,9 +224,10 @@ def parse_record(row: Any, *, where: str) -> Record:
     if not ids:
         raise _fail(where, "instruction_id_list", "empty; a record needs at least one constraint")
     texts = _string_list(row, "constraint", where, required=False)
-    meta = {k: v for k, v in row.items() if k not in _SCHEMA_FIELDS}
     source = _optional_str(row, "source", where) or where
     level = row.get("level")
+    if isinstance(level, float) and level.is_integer():
+        level = int(level)  # pandas writes nullable int columns as floats
     if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 1):
         raise _fail(where, "level", f"expected a positive integer, got {level!r}")
 
@@ -239,6 +239,7 @@ def parse_record(row: Any, *, where: str) -> Record:
             answer = texts[0]  # upstream layout: the gold answer is constraint[0]
         if not answer or not answer.strip():
             raise _fail(where, "answer", "a math item needs a non-empty gold answer")
+        meta = {k: v for k, v in row.items() if k not in _MATH_FIELDS}
         return Record(prompt, (), None, "math", answer, level, source, meta)
 
     raw_kwargs = row.get("kwargs")
@@ -272,6 +273,7 @@ def parse_record(row: Any, *, where: str) -> Record:
         seed = derive_seed(prompt, texts)
     if level is not None and level != len(constraints):
         raise _fail(where, "level", f"level {level} but {len(constraints)} constraints")
+    meta = {k: v for k, v in row.items() if k not in _IF_FIELDS}
     return Record(prompt, tuple(constraints), seed, "if", None, level, source, meta)
 
 
