@@ -1,0 +1,245 @@
+"""Jitted sampling with a preallocated KV cache: groups of responses per prompt.
+
+Letters: B prompts, n samples per prompt, R = B * n rows, P prompt bucket length,
+M max_new_tokens, S = P + M cache slots, L layers, K kv heads, H head dim, D model dim, V vocab.
+
+One compiled program per (prompt bucket, batch size, max_new_tokens, sampling mode): prefill of
+the B prompts (logits at the last position only), the cache copied to the n samples of each
+prompt, then a `lax.while_loop` of single-token decode steps that stops as soon as every row
+has finished. EOS ids, temperature and top-p are traced arguments, not compile-time constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ifrl_jax import sharding
+from ifrl_jax.models import api
+from ifrl_jax.models.config import ModelConfig
+from ifrl_jax.models.qwen2 import attention_mask
+
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+_CACHE_AXES = (None, "act_batch", None, "act_kv_heads", None)  # [L, R, S, K, H]
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+    """Responses of R = B * num_samples rows; row b * num_samples + j is sample j of prompt b."""
+
+    tokens: jax.Array  # [R, M] int32, pad_id after the end
+    logprobs: jax.Array  # [R, M] fp32 log p(token) under the model (temperature 1), 0 after end
+    lengths: jax.Array  # [R] int32, response tokens including the EOS token
+    finished: jax.Array  # [R] bool, True where an EOS id ended the response
+    decode_steps: jax.Array  # scalar int32: model steps run after the prefill (<= M - 1)
+    prompt_len: int  # P, the bucketed prompt length that was compiled
+
+    @property
+    def truncated(self) -> jax.Array:
+        """[R] bool: the response hit max_new_tokens without an EOS."""
+        return ~self.finished
+
+
+def bucket(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
+    """Smallest bucket >= n (multiples of the largest bucket beyond it)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    top = buckets[-1]
+    return -(-n // top) * top
+
+
+def _filter_logits(logits, *, top_k: int, use_top_p: bool, top_p):
+    """Candidate logits [R, C] and their vocab ids [R, C] after top-k and top-p filtering."""
+    if top_k:
+        vals, ids = jax.lax.top_k(logits, top_k)  # sorted, descending
+    elif use_top_p:
+        ids = jnp.argsort(-logits, axis=-1)
+        vals = jnp.take_along_axis(logits, ids, axis=-1)
+    else:
+        return logits, None
+    if use_top_p:
+        probs = jax.nn.softmax(vals, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each candidate
+        vals = jnp.where(before < top_p, vals, -jnp.inf)  # the top candidate always survives
+    return vals, ids
+
+
+def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
+    """Greedy where temperature == 0, else a draw from the filtered, tempered distribution."""
+    greedy = jnp.argmax(logits, axis=-1)
+    vals, ids = _filter_logits(logits, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
+    draw = jax.random.categorical(key, vals / jnp.maximum(temperature, 1e-6), axis=-1)
+    if ids is not None:
+        draw = jnp.take_along_axis(ids, draw[:, None], axis=-1)[:, 0]
+    return jnp.where(temperature > 0, draw, greedy).astype(jnp.int32)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("cfg", "max_new_tokens", "num_samples", "top_k", "use_top_p",
+                     "cache_dtype", "mesh", "rules"),
+)  # fmt: skip
+def _generate(
+    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, *,
+    cfg: ModelConfig, max_new_tokens: int, num_samples: int, top_k: int, use_top_p: bool,
+    cache_dtype: str, mesh: Mesh | None, rules,
+):  # fmt: skip
+    with sharding.activation_sharding(mesh, rules):
+        return _generate_body(
+            params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, cfg=cfg,
+            max_new_tokens=max_new_tokens, num_samples=num_samples, top_k=top_k,
+            use_top_p=use_top_p, cache_dtype=cache_dtype,
+        )  # fmt: skip
+
+
+def _generate_body(
+    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, *,
+    cfg, max_new_tokens, num_samples, top_k, use_top_p, cache_dtype,
+):  # fmt: skip
+    b, p = input_ids.shape
+    m, n = max_new_tokens, num_samples
+    s = p + m
+    w = api.lm_head_weight(cfg, params).astype(cfg.jnp_dtype)  # [D, V], transposed once
+    cache_shape = (cfg.num_layers, b, s, cfg.num_kv_heads, cfg.head_dim)
+    cache = {k: jnp.zeros(cache_shape, jnp.dtype(cache_dtype)) for k in ("k", "v")}
+    cache = {k: sharding.constrain(v, _CACHE_AXES) for k, v in cache.items()}
+
+    # Prefill the B prompts once; only the last position's logits are computed.
+    key_valid = jnp.pad(mask, ((0, 0), (0, m)))  # [B, S]
+    positions = api.positions_from_mask(mask)
+    hidden, cache = api.apply(
+        cfg, params, input_ids, positions, attention_mask(key_valid, 0, p),
+        cache=cache, cache_index=0, head=False,
+    )  # fmt: skip
+    logits = jnp.einsum("bd,dv->bv", hidden[:, -1], w, preferred_element_type=jnp.float32)
+
+    # Copy prompt state to the n samples of each prompt: rows b*n .. b*n + n - 1.
+    rep = lambda x: jnp.repeat(x, n, axis=0)
+    cache = {k: sharding.constrain(jnp.repeat(v, n, axis=1), _CACHE_AXES) for k, v in cache.items()}
+    logits, key_valid = rep(logits), rep(key_valid)
+    next_pos = rep(jnp.sum(mask, axis=-1).astype(jnp.int32))  # [R] position of token 0
+    r = b * n
+
+    def choose(logits, i, done):
+        key = jax.random.fold_in(rng, i)
+        tok = _pick(logits, key, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tok[:, None], -1)[:, 0]
+        tok = jnp.where(done, pad_id, tok)
+        logp = jnp.where(done, 0.0, logp)
+        now_done = done | jnp.isin(tok, eos_ids)
+        return tok, logp, now_done
+
+    tokens = jnp.full((r, m), pad_id, jnp.int32)
+    logps = jnp.zeros((r, m), jnp.float32)
+    tok, logp, done = choose(logits, 0, jnp.zeros((r,), bool))
+    tokens, logps = tokens.at[:, 0].set(tok), logps.at[:, 0].set(logp)
+    lengths = jnp.ones((r,), jnp.int32)
+
+    def cond(state):
+        i, *_, done = state
+        return (i < m) & ~jnp.all(done)
+
+    def body(state):
+        i, cache, key_valid, tok, tokens, logps, lengths, done = state
+        slot = p + i - 1  # cache slot of the token fed now (token i - 1)
+        key_valid = key_valid.at[:, slot].set(1)
+        hidden, cache = api.apply(
+            cfg, params, tok[:, None], (next_pos + i - 1)[:, None],
+            attention_mask(key_valid, slot, 1), cache=cache, cache_index=slot, head=False,
+        )  # fmt: skip
+        logits = jnp.einsum("bd,dv->bv", hidden[:, 0], w, preferred_element_type=jnp.float32)
+        lengths = lengths + (~done).astype(jnp.int32)
+        tok, logp, done = choose(logits, i, done)
+        tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, i))
+        logps = jax.lax.dynamic_update_slice(logps, logp[:, None], (0, i))
+        return i + 1, cache, key_valid, tok, tokens, logps, lengths, done
+
+    state = (jnp.int32(1), cache, key_valid, tok, tokens, logps, lengths, done)
+    i, _, _, _, tokens, logps, lengths, done = jax.lax.while_loop(cond, body, state)
+    return tokens, logps, lengths, done, i - 1
+
+
+def generate(
+    cfg: ModelConfig,
+    params,
+    input_ids,
+    attention_mask_,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    num_samples: int = 1,
+    eos_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    rng: jax.Array | None = None,
+    cache_dtype: str = "float32",
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    mesh: Mesh | None = None,
+    rules: sharding.Rules | str | None = None,
+) -> SampleOutput:
+    """Samples `num_samples` responses per left-padded prompt.
+
+    Args:
+      input_ids, attention_mask_: [B, T] prompts, left-padded (numpy or jax); T is padded on
+        the left up to its bucket so that a run compiles a few programs, not one per batch.
+      max_new_tokens: M; the decode loop runs at most M - 1 model steps after the prefill.
+      temperature: 0 = greedy; top_p: nucleus mass (1 = off); top_k: 0 = off.
+      eos_ids: any of these ends a row (a traced argument: changing it does not recompile).
+      pad_id: written after each row's end.
+      rng: PRNG key; the same key gives the same samples.
+      cache_dtype: "float32" or "bfloat16" KV cache.
+      mesh, rules: shard rows over the data axes and heads per the rules preset.
+    Returns:
+      SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished.
+    """
+    ids = np.asarray(input_ids, np.int32)
+    mask = np.asarray(attention_mask_, np.int32)
+    if ids.shape != mask.shape or ids.ndim != 2:
+        raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be [B, T]")
+    if mask.size and (mask[:, -1] == 0).any():
+        raise ValueError("prompts must be left-padded: attention_mask[:, -1] has zeros")
+    if not len(eos_ids):
+        raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    p = bucket(ids.shape[1], buckets)
+    if p + max_new_tokens > cfg.max_position_embeddings:
+        raise ValueError(
+            f"prompt bucket {p} + max_new_tokens {max_new_tokens} exceeds the model's "
+            f"max_position_embeddings {cfg.max_position_embeddings}"
+        )
+    pad = p - ids.shape[1]
+    ids = np.pad(ids, ((0, 0), (pad, 0)), constant_values=pad_id)
+    mask = np.pad(mask, ((0, 0), (pad, 0)))
+    rng = jax.random.key(0) if rng is None else rng
+    args = (jnp.asarray(ids), jnp.asarray(mask))
+    if mesh is not None:
+        rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
+        ways = mesh.shape["data"] * mesh.shape["fsdp"]
+        if ids.shape[0] % ways:
+            raise ValueError(
+                f"{ids.shape[0]} prompts do not split over the {ways} data-parallel devices "
+                "(mesh axes data x fsdp): use a prompt batch that is a multiple of that"
+            )
+        args = jax.device_put(args, sharding.data_sharding(mesh))
+    tokens, logps, lengths, done, steps = _generate(
+        params, *args, rng, jnp.asarray(np.asarray(eos_ids, np.int32)),
+        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(pad_id),
+        cfg=cfg, max_new_tokens=int(max_new_tokens), num_samples=int(num_samples),
+        top_k=int(top_k), use_top_p=bool(top_p < 1.0), cache_dtype=cache_dtype, mesh=mesh,
+        rules=rules,
+    )  # fmt: skip
+    return SampleOutput(tokens, logps, lengths, done, steps, prompt_len=p)
+
+
+def compiled_programs() -> int:
+    """Number of sampler programs compiled so far in this process (for tests and logs)."""
+    return _generate._cache_size()
