@@ -157,6 +157,13 @@ CASES = [
         "naïve café",
         True,
     ),
+    # \w is the stdlib re class (nltk <= 3.9): Devanagari vowel signs split words, 8 here.
+    (
+        "length_constraints:number_words",
+        {"num_words": 4, "relation": "at least"},
+        "हिन्दी भाषा बोलिए",
+        True,
+    ),
     # length_constraints:nth_paragraph_first_word.
     (
         "length_constraints:nth_paragraph_first_word",

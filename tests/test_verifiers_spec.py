@@ -1,6 +1,8 @@
 """Load-time validation of constraint specs (`check_spec`) and the id registry."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,12 @@ def test_reference_data_validates(name):
     else:
         assert len(hard) == 22 and all(is_soft(c) for c in seen - hard)
         assert len(seen - hard) == 6
+
+
+def test_importable_without_jax_or_nltk():
+    code = (
+        "import sys, ifrl_jax.verifiers as v; v.check_spec('punctuation:no_comma', {}); "
+        "assert not {'jax', 'nltk', 'langdetect'} & set(sys.modules), sorted(sys.modules)"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={"PYTHONPATH": root})

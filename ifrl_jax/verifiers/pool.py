@@ -5,6 +5,8 @@ Workers are started with the "forkserver" context where available, else "spawn" 
 chunks of a batch (about `processes * chunks_per_process` chunks per batch, handed to whichever
 worker is idle). `submit` returns a `concurrent.futures.Future`, so a training loop can start
 verifying batch i and collect it after sampling batch i+1; a dispatcher thread moves the data.
+Tasks are ordered by estimated cost before chunking, so the expensive chunks go first and the
+workers finish together.
 
 Time limits: a worker runs each (response, constraint) check under SIGALRM (see `core.py`);
 one that exceeds `timeout_s` scores 0 with a logged warning. As a backstop the parent gives
@@ -46,6 +48,23 @@ logger = logging.getLogger("ifrl_jax.verifiers")
 DEADLINE_GRACE_S = 10.0
 STARTUP_TIMEOUT_S = 120.0
 _PRELOAD = "ifrl_jax.verifiers._preload"
+
+
+# Relative cost per character of the checks that dominate run time (language detection,
+# Punkt, word tokenisation); the rest are regex scans. Used only to order the work.
+_HEAVY = {
+    "language:response_language": 8.0,
+    "change_case:capital_word_frequency": 4.0,
+    "length_constraints:number_sentences": 3.0,
+    "change_case:english_capital": 1.0,
+    "change_case:english_lowercase": 1.0,
+}
+
+
+def _estimated_cost(task) -> float:
+    """Rough cost of a task: heavy chunks are dealt first (longest-processing-time first)."""
+    _, text, checks = task
+    return (len(text or "") + 100) * sum(_HEAVY.get(cid, 0.1) for _, cid, _ in checks)
 
 
 def _add_forkserver_preload() -> None:
@@ -106,6 +125,8 @@ class _Worker:
 class VerifierPool:
     """Worker processes for `verify_batch`, created once and reused across batches.
 
+    Close it (or use a with-block): the workers and the dispatcher thread live until then.
+
     Usage:
       with VerifierPool(processes=2) as pool:
         future = pool.submit(responses, constraints)   # returns at once
@@ -163,10 +184,19 @@ class VerifierPool:
         timeout_s: float | None = None,
         width: int | None = None,
     ) -> concurrent.futures.Future:
-        """Starts scoring a batch; see `verify_batch` for the arguments.
+        """Starts scoring a batch and returns at once.
+
+        Args:
+          responses: B model outputs.
+          constraints: B lists of (instruction id, kwargs).
+          loose: IFEval's loose mode instead of strict.
+          think_mode: see `strip_think`.
+          timeout_s: per-check time limit; None uses the pool's.
+          width: K, the padded number of constraints; default the longest list.
 
         Returns:
-          A Future whose `result()` is (scores [B, K] float32, valid [B, K] bool).
+          A Future whose `result()` is (scores [B, K] float32 0/1, valid [B, K] bool), as
+          `verify_batch` returns them.
         """
         mode = "loose" if loose else "strict"
         inner = self.submit_modes(
@@ -198,10 +228,18 @@ class VerifierPool:
         timeout_s: float | None = None,
         width: int | None = None,
     ) -> concurrent.futures.Future:
-        """Starts scoring a batch in several modes; see `verify_batch_modes`.
+        """Starts scoring a batch in several modes (loose reuses strict) and returns at once.
+
+        Args:
+          responses: B model outputs.
+          constraints: B lists of (instruction id, kwargs).
+          modes: any of "strict", "loose".
+          think_mode: see `strip_think`.
+          timeout_s: per-check time limit; None uses the pool's.
+          width: K, the padded number of constraints; default the longest list.
 
         Returns:
-          A Future whose `result()` is {mode: (scores, valid)}.
+          A Future whose `result()` is {mode: (scores [B, K], valid [B, K])}.
         """
         flags = mode_flags(modes)
         plan = plan_batch(responses, constraints, think_mode=think_mode, width=width)
@@ -217,7 +255,8 @@ class VerifierPool:
         )
         n = len(plan.tasks)
         size = max(1, math.ceil(n / (self.processes * self._chunks_per_process)))
-        chunks = [_Chunk(job, list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+        order = sorted(range(n), key=lambda i: -_estimated_cost(plan.tasks[i]))
+        chunks = [_Chunk(job, order[i : i + size]) for i in range(0, n, size)]
         job.remaining = len(chunks)
         if not chunks:
             self._finish(job)
