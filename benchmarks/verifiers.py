@@ -10,7 +10,7 @@ and median of the repeats), CPU seconds (this process, or the pool's workers) an
 in this process and on a pool of 2 worker processes, strict and strict+loose. Wall time on a
 shared machine is noisy; quote the best of the repeats next to the CPU seconds.
 
-  PYTHONPATH=. python benchmarks/verifiers.py \
+  python -m benchmarks.verifiers \
     --input_data=../shared/upstream-verl-if-data/val_set.jsonl --repeats=5
 """
 
@@ -123,6 +123,8 @@ def main(argv: list[str]) -> None:
         results[label] = {"best_s": round(best, 4), "median_s": round(median, 4)}
         results[label]["cpu_s"] = round(min(cpus), 4)
 
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{len(os.sched_getaffinity(0))} cores; load average {load}")
     print(f"{len(prompts)} prompts, {n_checks} constraints, ~{mean_words:.0f} words/response")
     timed("1 process strict", lambda r: verify_batch_modes(r, constraints, modes=("strict",)))
     timed("1 process strict+loose", lambda r: verify_batch_modes(r, constraints))

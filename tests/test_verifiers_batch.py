@@ -147,3 +147,17 @@ def test_closed_pool_refuses_work():
     p.close()
     with pytest.raises(RuntimeError, match="closed"):
         p.submit(["x"], [[NC]])
+
+
+def test_balanced_chunks_cover_every_task_once():
+    from ifrl_jax.verifiers.pool import _balanced_chunks, _estimated_cost
+
+    heavy = [(0, "x" * 3000, [(0, "language:response_language", {})])] * 3
+    light = [(0, "x" * 100, [(0, "punctuation:no_comma", {})])] * 40
+    tasks = heavy + light
+    chunks = _balanced_chunks(tasks, 4)
+    assert sorted(i for c in chunks for i in c) == list(range(len(tasks)))
+    costs = [sum(_estimated_cost(tasks[i]) for i in c) for c in chunks]
+    assert sum(i < 3 for i in chunks[0]) <= 1  # the heavy tasks are spread out
+    assert max(costs) <= max(_estimated_cost(t) for t in tasks) + min(costs)
+    assert _balanced_chunks([], 4) == []

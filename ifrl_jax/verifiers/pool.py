@@ -5,8 +5,8 @@ Workers are started with the "forkserver" context where available, else "spawn" 
 chunks of a batch (about `processes * chunks_per_process` chunks per batch, handed to whichever
 worker is idle). `submit` returns a `concurrent.futures.Future`, so a training loop can start
 verifying batch i and collect it after sampling batch i+1; a dispatcher thread moves the data.
-Tasks are ordered by estimated cost before chunking, so the expensive chunks go first and the
-workers finish together.
+Chunks are balanced by an estimated cost per task (language detection and tokenisation
+dominate), so the workers finish together.
 
 Time limits: a worker runs each (response, constraint) check under SIGALRM (see `core.py`);
 one that exceeds `timeout_s` scores 0 with a logged warning. As a backstop the parent gives
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import heapq
 import logging
 import math
 import multiprocessing
@@ -62,9 +63,24 @@ _HEAVY = {
 
 
 def _estimated_cost(task) -> float:
-    """Rough cost of a task: heavy chunks are dealt first (longest-processing-time first)."""
+    """Rough relative cost of a task, used to balance the chunks."""
     _, text, checks = task
     return (len(text or "") + 100) * sum(_HEAVY.get(cid, 0.1) for _, cid, _ in checks)
+
+
+def _balanced_chunks(tasks, n_chunks: int) -> list[list[int]]:
+    """Deals task indices into up to `n_chunks` chunks of about equal estimated cost.
+
+    Greedy longest-processing-time: the costliest task goes to the cheapest chunk so far.
+    """
+    n_chunks = max(1, min(n_chunks, len(tasks)))
+    heap = [(0.0, k) for k in range(n_chunks)]
+    chunks: list[list[int]] = [[] for _ in range(n_chunks)]
+    for i in sorted(range(len(tasks)), key=lambda i: -_estimated_cost(tasks[i])):
+        total, k = heapq.heappop(heap)
+        chunks[k].append(i)
+        heapq.heappush(heap, (total + _estimated_cost(tasks[i]), k))
+    return [c for c in chunks if c]
 
 
 def _add_forkserver_preload() -> None:
@@ -253,10 +269,10 @@ class VerifierPool:
             [None] * len(plan.tasks),
             0,
         )
-        n = len(plan.tasks)
-        size = max(1, math.ceil(n / (self.processes * self._chunks_per_process)))
-        order = sorted(range(n), key=lambda i: -_estimated_cost(plan.tasks[i]))
-        chunks = [_Chunk(job, order[i : i + size]) for i in range(0, n, size)]
+        chunks = [
+            _Chunk(job, indices)
+            for indices in _balanced_chunks(plan.tasks, self.processes * self._chunks_per_process)
+        ]
         job.remaining = len(chunks)
         if not chunks:
             self._finish(job)
