@@ -1,0 +1,265 @@
+r"""Forward and forward+backward tokens/s: ours vs transformers, and vs XLA's own matmul rate.
+
+A Qwen2.5-0.5B-shaped model (preset `qwen2_5_0_5b`, `--layers` overriding its depth) with random
+weights, fp32, on CPU, measured in one process:
+
+  ours fwd        `models.forward` (jitted; full [B, T, V] logits), tokens/s.
+  ours fwd+bwd    value_and_grad of -mean log p(x_t | x_<t) through `models.sequence_logprobs`,
+                  once with the default chunking (chunk_size=None: chunks under 256 MiB of
+                  logits, rematerialised in the backward pass) and once with one whole-sequence
+                  chunk (no remat); both are reported and the faster one named.
+  hf fwd          transformers `Qwen2ForCausalLM` on the same config, torch.no_grad().
+  hf fwd+bwd      the same model, loss = its own causal-LM cross-entropy (= -mean token
+                  log-prob), `loss.backward()`.
+  XLA matmuls     the FLOP/s XLA reaches on each matmul shape the model runs (forward, and the
+                  dX/dW shapes of the backward pass), best over operand layouts. The "matmul
+                  bound" of a step is sum(flops_i / rate_i): the time the matmuls alone would
+                  take. "of XLA" = matmul bound / measured time (1.0 = at the machine's limit).
+
+FLOPs counted: forward = 2 x (every matmul's m*k*n) = 2*N_matmul_params*tokens (the tied LM head
+counted once, the embedding gather not at all) + attention 4*B*T*T*N*H per layer (the full T x T
+score matrix, which both implementations compute). fwd+bwd "model FLOPs" = 3 x forward; with
+chunked log-probs the LM-head forward runs a second time in the backward pass, which the
+matmul bound counts (executed work) but the model-FLOP rate does not.
+
+JAX (XLA:CPU) and torch use the same number of threads: the cores in this process's affinity
+(restrict both with `taskset -c`). Run it with nothing else on the cores:
+
+  python -m benchmarks.forward --layers=4 --batch=4 --seq=256 --repeats=3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+from ifrl_jax import models
+from ifrl_jax.models.config import ModelConfig
+
+_LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers (the preset's widths are kept).")
+_BATCH = flags.DEFINE_integer("batch", 4, "Sequences per batch.")
+_SEQ = flags.DEFINE_integer("seq", 256, "Tokens per sequence.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best is reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compile, allocator).")
+_TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
+_SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
+_PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
+
+# Targets of issue 2: forward at least tunix's speed (2.1x transformers there) and >= 90% of
+# XLA's matmul rate; forward+backward at least 2x transformers.
+TARGET_FWD_VS_HF = 2.1
+TARGET_FWD_OF_XLA = 0.9
+TARGET_BWD_VS_HF = 2.0
+
+
+def model_matmuls(cfg: ModelConfig, batch: int, seq: int) -> list[common.Matmul]:
+    """The forward pass's matmuls (shapes as our model runs them; GQA scores grouped per kv head).
+
+    Args:
+      cfg: the model config; batch, seq: B and T.
+    Returns:
+      Matmuls with per-step counts; their flops sum to the forward FLOPs.
+    """
+    m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
+    g = n // kh
+    return [
+        common.Matmul("q_proj", m, d, n * h, count=layers),
+        common.Matmul("k_proj,v_proj", m, d, kh * h, count=2 * layers),
+        common.Matmul("o_proj", m, n * h, d, count=layers),
+        common.Matmul("gate_proj,up_proj", m, d, f, count=2 * layers),
+        common.Matmul("down_proj", m, f, d, count=layers),
+        common.Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
+        common.Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
+        common.Matmul("lm_head", m, d, v),
+    ]
+
+
+def train_matmuls(fwd: list[common.Matmul], *, recompute_head: bool) -> list[common.Matmul]:
+    """Forward + backward matmuls (+ the LM head's forward again when chunks are rematerialised)."""
+    out = list(fwd)
+    for mm in fwd:
+        out.extend(mm.backward())
+    if recompute_head:
+        out.extend(
+            dataclasses.replace(mm, name="lm_head.remat") for mm in fwd if mm.name == "lm_head"
+        )
+    return out
+
+
+def _inputs(cfg: ModelConfig, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32)
+    return ids, np.ones((batch, seq), np.int32)
+
+
+def ours_calls(cfg: ModelConfig, ids: np.ndarray, mask: np.ndarray) -> dict[str, Callable]:
+    """Our forward, and fwd+bwd at chunk_size None (default chunking) and T (one chunk)."""
+    params = models.init_params(cfg, jax.random.key(0))
+    ids_j, mask_j = jnp.asarray(ids), jnp.asarray(mask)
+
+    def loss(p, x, m, chunk_size):
+        logp = models.sequence_logprobs(cfg, p, x, m, chunk_size=chunk_size)  # [B, T], 0 at t=0
+        return -jnp.mean(logp[:, 1:])
+
+    step = jax.jit(jax.value_and_grad(loss), static_argnums=3)
+    t = ids.shape[1]
+    return {
+        "ours fwd": lambda: models.forward(cfg, params, ids_j, mask_j),
+        "ours fwd+bwd chunked": lambda: step(params, ids_j, mask_j, None),
+        "ours fwd+bwd one chunk": lambda: step(params, ids_j, mask_j, t),
+    }
+
+
+def transformers_calls(
+    cfg: ModelConfig, ids: np.ndarray, mask: np.ndarray, *, attn: str
+) -> dict[str, Callable]:
+    """transformers' Qwen2ForCausalLM (same config) forward under no_grad, and fwd+bwd."""
+    import torch
+    import transformers
+
+    hf_cfg = models.config_to_hf(cfg, dtype="float32")
+    hf_cfg.pop("torch_dtype")
+    config = transformers.Qwen2Config(**hf_cfg, attn_implementation=attn)
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config).to(torch.float32).eval()
+    x, m = torch.from_numpy(ids).long(), torch.from_numpy(mask).long()
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(input_ids=x, attention_mask=m)
+
+    def fwd_bwd() -> None:
+        model.zero_grad(set_to_none=True)
+        model(input_ids=x, attention_mask=m, labels=x).loss.backward()  # mean token NLL
+
+    return {"hf fwd": fwd, "hf fwd+bwd": fwd_bwd}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import torch
+
+    threads = common.num_cores()
+    torch.set_num_threads(threads)
+    b, t = _BATCH.value, _SEQ.value
+    cfg = models.get_preset(_PRESET.value, num_layers=_LAYERS.value, dtype="float32")
+    tokens = b * t
+    print(common.machine_line())
+    print(
+        f"threads: XLA:CPU {threads} (cores in affinity), torch {torch.get_num_threads()} "
+        f"(torch {torch.__version__}); model {_PRESET.value} x {cfg.num_layers} layers, "
+        f"{cfg.num_params() / 1e6:.1f}M params, fp32; batch {b} x {t} = {tokens} tokens",
+        flush=True,
+    )
+
+    fwd_mms = model_matmuls(cfg, b, t)
+    fwd_flops = sum(mm.flops for mm in fwd_mms)
+    train_flops = 3 * fwd_flops
+    mms = {
+        "fwd": fwd_mms,
+        "fwd+bwd chunked": train_matmuls(fwd_mms, recompute_head=True),
+        "fwd+bwd one chunk": train_matmuls(fwd_mms, recompute_head=False),
+    }
+    names = {}  # shape -> the first matmul name with that shape
+    for mm in mms["fwd+bwd chunked"]:
+        names.setdefault(mm.shape, mm.name)
+
+    # Pass 1: the fastest operand layout of every matmul shape (one timed call per layout).
+    t0 = time.perf_counter()
+    layouts = common.best_matmul_layouts(list(names))
+    print(f"matmul layouts chosen in {time.perf_counter() - t0:.0f}s", flush=True)
+
+    # Pass 2: every step and every matmul (at its best layout), timed round-robin.
+    ids, mask = _inputs(cfg, b, t)
+    calls = ours_calls(cfg, ids, mask)
+    if not _SKIP_TORCH.value:
+        calls.update(transformers_calls(cfg, ids, mask, attn=_TORCH_ATTN.value))
+    operands: dict = {}
+    for shape, (_, layout) in layouts.items():
+        calls[f"matmul {shape}"] = common.matmul_call(shape, layout, operands=operands)
+    t0 = time.perf_counter()
+    timings = common.time_interleaved(calls, warmup=_WARMUP.value, repeats=_REPEATS.value)
+    print(f"timed in {time.perf_counter() - t0:.0f}s", flush=True)
+    seconds = {shape: timings[f"matmul {shape}"].best for shape in layouts}
+    rates = {shape: 2 * math.prod(shape) / sec for shape, sec in seconds.items()}
+    bw = common.read_bandwidth()
+
+    print(f"\nXLA matmul rates (best layout, best of {_REPEATS.value}):")
+    common.print_table(
+        ["matmul", "batch x m x k x n", "GFLOP/s", "layout"],
+        [(name, "x".join(map(str, s)), rates[s] / 1e9, layouts[s][1]) for s, name in names.items()],
+    )
+    print(f"read bandwidth (jitted fp32 sum over 512 MiB): {bw / 1e9:.1f} GB/s")
+
+    bound = {k: common.matmul_bound_seconds(v, seconds) for k, v in mms.items()}
+    hf_label = lambda label: "hf fwd" if label.endswith("fwd") else "hf fwd+bwd"
+    rows, figures = [], {}
+    for label in [k for k in calls if not k.startswith("matmul")]:
+        timing = timings[label]
+        step = label.split(" ", 1)[1]
+        hf = timings.get(hf_label(label))
+        row = {
+            "tok_s": tokens / timing.best,
+            "best_s": timing.best,
+            "median_s": timing.median,
+            "model_gflop_s": (fwd_flops if step == "fwd" else train_flops) / timing.best / 1e9,
+            "of_xla": bound[step] / timing.best if label.startswith("ours") else float("nan"),
+            "vs_hf": hf.best / timing.best if hf else float("nan"),
+        }
+        figures[label] = row
+        rows.append([label, *row.values()])
+    best_bwd = min(
+        ("ours fwd+bwd chunked", "ours fwd+bwd one chunk"), key=lambda k: timings[k].best
+    )
+    print(
+        f"\nforward {fwd_flops / 1e9:.1f} GFLOP, fwd+bwd {train_flops / 1e9:.1f} GFLOP (3x); "
+        f"matmul bound: fwd {bound['fwd']:.3f}s, fwd+bwd {bound['fwd+bwd one chunk']:.3f}s "
+        f"(one chunk) / {bound['fwd+bwd chunked']:.3f}s (chunked, LM head recomputed); "
+        f"hf attention: {_TORCH_ATTN.value}"
+    )
+    common.print_table(
+        ["step", "tokens/s", "best s", "median s", "GFLOP/s", "of XLA", "vs hf"], rows
+    )
+    print(f"faster fwd+bwd variant: {best_bwd}")
+    checks = [("fwd of XLA matmul bound", figures["ours fwd"]["of_xla"], TARGET_FWD_OF_XLA)]
+    if not _SKIP_TORCH.value:
+        checks += [
+            ("fwd vs transformers", figures["ours fwd"]["vs_hf"], TARGET_FWD_VS_HF),
+            ("fwd+bwd vs transformers", figures[best_bwd]["vs_hf"], TARGET_BWD_VS_HF),
+        ]
+    for name, value, target in checks:
+        verdict = "ok" if value >= target else "BELOW TARGET"
+        print(f"target {name}: {value:.2f} (>= {target}) {verdict}")
+    common.emit_json(
+        "forward",
+        {
+            "preset": _PRESET.value,
+            "layers": cfg.num_layers,
+            "batch": b,
+            "seq": t,
+            "threads": threads,
+            "torch_attn": None if _SKIP_TORCH.value else _TORCH_ATTN.value,
+            "load_avg_1m": os.getloadavg()[0],
+            "lm_head_xla_gflop_s": rates[fwd_mms[-1].shape] / 1e9,
+            "read_gb_s": bw / 1e9,
+            "fwd_gflop": fwd_flops / 1e9,
+            "matmul_bound_s": bound,
+            "fastest_fwd_bwd": best_bwd,
+            "results": figures,
+        },
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
