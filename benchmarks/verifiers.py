@@ -82,8 +82,10 @@ def make_responses(prompts, seed: int, n_words: int) -> list[str]:
 
 
 def _clear_caches() -> None:
+    """Empties this process's per-text caches (each repeat also uses fresh texts)."""
     nlp.sentences.cache_clear()
     nlp.detect_language.cache_clear()
+    nlp._fast_detector()._by_ngrams.clear()
 
 
 def _cpu_seconds(pid: int) -> float:

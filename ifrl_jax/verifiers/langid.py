@@ -26,6 +26,7 @@ import numpy as np
 _SPACES = re.compile(" {2,}")
 _LATIN = re.compile("[A-z]")  # langdetect's 'A' <= ch <= 'z', brackets and caret included
 _SHIFT = 21  # bits per code point in an n-gram key
+_CACHE_SIZE = 256
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -82,6 +83,7 @@ class FastDetector:
             ErrorCode.CantDetectError, "No features in text."
         )
         self._norm: dict[int, str] = {}  # code point -> normalised char, for changed chars
+        self._by_ngrams: dict[bytes, np.ndarray] = {}  # n-gram list -> probabilities (FIFO)
 
     def _prepare(self, text: str) -> str:
         """`Detector.append` then `Detector.cleaning_text`, then `NGram.normalize` per char."""
@@ -102,14 +104,14 @@ class FastDetector:
                 self._norm[cp] = self._ngram.normalize(ch)
         return text.translate(self._norm)
 
-    def _ngrams(self, text: str) -> list[int]:
+    def _ngrams(self, text: str) -> np.ndarray:
         """The list langdetect samples from, as rows of `self._matrix`, in its order."""
         s = _SPACES.sub(" ", " " + text)
         codes = _code_points(s)
         upper = np.fromiter(map(str.isupper, s), dtype=bool, count=len(s))
         n = len(s) - 1  # positions t = 1..n
         if n <= 0:
-            return []
+            return np.zeros(0, dtype=np.int64)
         keep = ~(upper[1:] & upper[:-1])
         c0, c1 = codes[1:], codes[:-1]
         c2 = np.concatenate([[-1], codes[:-2]])
@@ -123,7 +125,7 @@ class FastDetector:
             hit = known[pos] == query if len(known) else np.zeros(len(query), dtype=bool)
             rows[valid[k], k] = np.where(hit, self._rows[k][pos] if len(known) else -1, -1)
         flat = rows.ravel()  # position-major, then 1-, 2-, 3-gram: langdetect's order
-        return flat[flat >= 0].tolist()
+        return flat[flat >= 0]
 
     def probabilities(self, text: str) -> np.ndarray:
         """langdetect's per-language probabilities of `text`, in `self.langlist` order.
@@ -137,9 +139,23 @@ class FastDetector:
         Raises:
           LangDetectException: no n-gram of the text is in the profiles.
         """
-        rows = self._ngrams(self._prepare(text))
-        if not rows:
+        ngrams = self._ngrams(self._prepare(text))
+        if not len(ngrams):
             raise self._no_features()
+        # The trials depend only on this list (and the seed): texts that differ only in what
+        # normalises away (markdown "*", line breaks) share one result.
+        key = ngrams.tobytes()
+        cached = self._by_ngrams.get(key)
+        if cached is not None:
+            return cached.copy()
+        langprob = self._trials(ngrams.tolist())
+        if len(self._by_ngrams) >= _CACHE_SIZE:
+            self._by_ngrams.pop(next(iter(self._by_ngrams)))
+        self._by_ngrams[key] = langprob
+        return langprob.copy()
+
+    def _trials(self, rows: list[int]) -> np.ndarray:
+        """langdetect's 7 seeded trials of random n-gram updates over `rows`."""
         matrix = self._matrix
         det = self._det
         n_langs = len(self.langlist)
