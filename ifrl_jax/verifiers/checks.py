@@ -1,4 +1,4 @@
-"""The 25 IFEval checks, strict and loose, as plain functions keyed by instruction id.
+r"""The 25 IFEval checks, strict and loose, as plain functions keyed by instruction id.
 
 Each check is `check(text, kw) -> bool` on kwargs already normalised by `spec.check_spec`.
 The semantics are IFEval's (see ../shared/IFEVAL_SEMANTICS.md), quirks included: keyword
@@ -19,7 +19,12 @@ Deliberate differences from the reference, all deterministic where it is random:
   * Falsy kwargs, which the reference replaces by random values, are rejected by
     `check_spec`; see `spec.py`.
   * A check that raises (the reference would crash the whole evaluation, e.g. JSON nested
-    too deep for the parser) counts as not followed, with a logged warning.
+    too deep for the parser) counts as not followed, with a logged warning; so does one that
+    exceeds the batch stage's time limit.
+  * Tokenisers pinned to the stdlib `re` engine, as nltk <= 3.9 ran them (the nltk the
+    reference used): `number_words` counts `re.findall(r"\w+")`, in which Devanagari vowel
+    signs split words (nltk 3.10's `regex`-based `RegexpTokenizer` keeps them); Punkt and
+    `word_tokenize` use nltk's own patterns and algorithm (tested equal to nltk's output).
 """
 
 from __future__ import annotations

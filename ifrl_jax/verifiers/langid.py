@@ -83,7 +83,7 @@ class FastDetector:
             ErrorCode.CantDetectError, "No features in text."
         )
         self._norm: dict[int, str] = {}  # code point -> normalised char, for changed chars
-        self._by_ngrams: dict[bytes, np.ndarray] = {}  # n-gram list -> probabilities (FIFO)
+        self._by_ngrams: dict[bytes, np.ndarray] = {}  # n-gram list -> probabilities
 
     def _prepare(self, text: str) -> str:
         """`Detector.append` then `Detector.cleaning_text`, then `NGram.normalize` per char."""
@@ -150,7 +150,7 @@ class FastDetector:
             return cached.copy()
         langprob = self._trials(ngrams.tolist())
         if len(self._by_ngrams) >= _CACHE_SIZE:
-            self._by_ngrams.pop(next(iter(self._by_ngrams)))
+            self._by_ngrams.clear()  # crude but atomic (threads may share the detector)
         self._by_ngrams[key] = langprob
         return langprob.copy()
 
