@@ -7,12 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 
-from ifrl_jax import grpo, sharding
+from ifrl_jax import grpo, models, sharding
 from ifrl_jax import train_step as ts
-from ifrl_jax.models import api
-from ifrl_jax.models.config import get_preset
+from ifrl_jax.models import get_preset
 
 B, T, PROMPT = 16, 24, 10
 MESHES = {  # preset -> mesh shape (8 devices)
@@ -21,16 +19,6 @@ MESHES = {  # preset -> mesh shape (8 devices)
     "tp": {"data": 4, "fsdp": 1, "tp": 2},
     "fsdp_tp": {"data": 1, "fsdp": 4, "tp": 2},
 }
-
-
-def make_mesh(shape):
-    """sharding.make_mesh, with Auto axes (constraints need them; jax.make_mesh gives Explicit)."""
-    mesh = sharding.make_mesh(shape)
-    if all(t == AxisType.Auto for t in mesh.axis_types):
-        return mesh
-    return jax.make_mesh(
-        mesh.axis_sizes, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names)
-    )
 
 
 def make_batch(seed=0, b=B, t=T):
@@ -93,7 +81,7 @@ def accumulated():
     rng = np.random.default_rng(2)
     batch["old_logp"] = rng.normal(-3, 0.3, (8, T)).astype(np.float32)
     batch["ref_logp"] = rng.normal(-3, 0.3, (8, T)).astype(np.float32)
-    params = api.init_params(get_preset("tiny"), jax.random.key(0))
+    params = models.init_params(get_preset("tiny"), jax.random.key(0))
 
     kw = dict(dual_clip=3.0, compute_entropy=False)  # entropy merging: tests/test_grpo.py
 
@@ -124,7 +112,7 @@ def test_micro_batches_give_full_batch_gradient(agg, accumulated):
 
 def test_micro_batches_must_divide_batch():
     cfg = cfg_for(micro_batches=3, kl_coef=0.0)
-    params = api.abstract_params(cfg.model)
+    params = models.abstract_params(cfg.model)
     batch = make_batch()
     with pytest.raises(ValueError, match="micro_batches=3"):
         jax.eval_shape(lambda p, b: ts.loss_and_grads(p, b, cfg=cfg), params, batch)
@@ -139,7 +127,7 @@ def fsdp_run():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ts, "train_step", chex.assert_max_traces(ts.train_step, n=1))
         cfg = cfg_for()
-        mesh = make_mesh(MESHES["fsdp"])
+        mesh = sharding.make_mesh(MESHES["fsdp"])
         step_fn = ts.make_train_step(cfg, mesh, "fsdp")
         logprob_fn = ts.make_logprob_fn(cfg, mesh, "fsdp")
         yield cfg, mesh, step_fn, logprob_fn
@@ -148,7 +136,7 @@ def fsdp_run():
 @functools.cache
 def host_state(cfg):
     """The initial TrainState on the host (initialised once, on one device)."""
-    return api.to_numpy(ts.init_state(api.init_params(cfg.model, jax.random.key(0)), cfg=cfg))
+    return jax.device_get(ts.init_state(models.init_params(cfg.model, jax.random.key(0)), cfg=cfg))
 
 
 def fresh_state(cfg, step_fn):
@@ -158,7 +146,7 @@ def fresh_state(cfg, step_fn):
 
 def run_two_steps(cfg, mesh, preset, step_fn, logprob_fn):
     state = fresh_state(cfg, step_fn)
-    before = api.to_numpy(state.params)
+    before = jax.device_get(state.params)
     batch = make_batch()
     batch["old_logp"] = logprob_fn(state.params, batch)
     batch["ref_logp"] = batch["old_logp"]
@@ -172,7 +160,7 @@ def run_two_steps(cfg, mesh, preset, step_fn, logprob_fn):
     assert abs(metrics[0]["ratio_mean"] - 1.0) < 1e-5
     assert all(np.isfinite(m["loss"]) and m["is_finite"] for m in metrics)
     assert int(state.step) == 2 and [int(m["step"]) for m in metrics] == [0, 1]
-    want = api.param_shardings(cfg.model, mesh, preset)
+    want = models.param_shardings(cfg.model, mesh, preset)
     for got, exp, p in zip(
         jax.tree.leaves(state.params), jax.tree.leaves(want), jax.tree.leaves(before)
     ):
@@ -193,7 +181,7 @@ def test_two_steps_under_every_sharding_preset(preset, fsdp_run, monkeypatch):
     else:  # unwrap fsdp_run's trace counter (it counts the fsdp step only); check the cache
         monkeypatch.setattr(ts, "train_step", ts.train_step.__wrapped__)
         cfg = cfg_for()
-        mesh = make_mesh(MESHES[preset])
+        mesh = sharding.make_mesh(MESHES[preset])
         step_fn = ts.make_train_step(cfg, mesh, preset)
         logprob_fn = ts.make_logprob_fn(cfg, mesh, preset)
     run_two_steps(cfg, mesh, preset, step_fn, logprob_fn)
@@ -229,12 +217,12 @@ def test_non_finite_loss_raises_with_step_and_keeps_state(fsdp_run):
     batch["old_logp"] = logprob_fn(state.params, batch)
     batch["ref_logp"] = batch["old_logp"]
     state, _ = step_fn(state, batch)  # step 0 is fine
-    before = api.to_numpy(state)
+    before = jax.device_get(state)
     bad = dict(batch, advantages=np.where(np.arange(B) == 5, np.nan, batch["advantages"]))
     with pytest.raises(ts.NonFiniteLossError, match="at step 1") as err:
         step_fn(state, bad)
     kept = err.value.state
-    chex.assert_trees_all_equal(api.to_numpy(kept), before)
+    chex.assert_trees_all_equal(jax.device_get(kept), before)
     assert int(kept.step) == 1
     state, m = step_fn(kept, batch)  # the kept state is usable: training continues
     assert int(m["step"]) == 1 and bool(m["is_finite"])

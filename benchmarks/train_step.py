@@ -1,0 +1,319 @@
+r"""GRPO step tokens/s: ours vs transformers + torch AdamW, and vs XLA's own matmul rate.
+
+A Qwen2.5-0.5B-shaped model (preset `qwen2_5_0_5b`, `--layers` overriding its depth) with random
+weights, fp32, on CPU (one device), measured in one process:
+
+  ours grpo step    old log-probs + reference log-probs (`make_logprob_fn`, two forward
+                    passes, chunked log-probs) + one update (`make_train_step`: forward,
+                    backward, clipped loss with k3 KL, global-norm clip, AdamW, donated state).
+  ours update       the update alone (old/ref log-probs precomputed).
+  hf grpo step      transformers `Qwen2ForCausalLM` on the same config: two `torch.no_grad()`
+                    forwards (old, ref) + forward/backward of the same clipped GRPO loss (full
+                    [B, T, V] logits, log_softmax + gather, as verl does) + clip_grad_norm_ +
+                    `torch.optim.AdamW` step.
+  hf update         the same without the two no-grad forwards (forward+backward+AdamW).
+  XLA matmuls       FLOP/s XLA reaches on each matmul shape of the step (forward and the dX/dW
+                    shapes) at its best operand layout (`common.best_matmul_layouts`).
+
+All of these are timed round-robin (`common.time_interleaved`), so that a drifting machine load
+hits every one alike and the ratios stay meaningful.
+
+FLOPs: one forward pass F = 2 x (every matmul's m*k*n) (= 2 * N_matmul_params * tokens, the tied
+LM head counted once) + attention at the full T x T scores. A GRPO step is 3F (forward+backward
+of the update, i.e. 6 N tokens) + 2F (old and reference forwards, 2 N tokens each) = 5F; the
+update alone is 3F. "of XLA" = matmul bound / measured time, where the matmul bound is the sum
+over the step's executed matmuls of flops_i / rate_i (1.0 = running at XLA's matmul rate; the
+chunked log-probs recompute the LM head's forward in the backward pass, which the bound counts
+and the model-FLOP rate does not). "of peak" = model FLOP/s / the best single-shape XLA rate.
+
+Run it with nothing else on the cores (see benchmarks/README.md):
+
+  python -m benchmarks.train_step --layers=4 --batch=4 --seq=256 --repeats=3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+from ifrl_jax import grpo, models, sharding
+from ifrl_jax import train_step as ts
+from ifrl_jax.models import ModelConfig
+
+_LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers (the preset's widths are kept).")
+_BATCH = flags.DEFINE_integer("batch", 4, "Sequences per batch.")
+_SEQ = flags.DEFINE_integer("seq", 256, "Tokens per sequence (prompt + response).")
+_PROMPT = flags.DEFINE_integer("prompt", 128, "Prompt tokens per sequence (not trained).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best is reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compile, allocator).")
+_CHUNK = flags.DEFINE_integer("chunk_size", 0, "Log-prob chunk (positions); 0 = balanced default.")
+_ENTROPY = flags.DEFINE_bool("entropy", True, "Compute the entropy metric (the default config).")
+_TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
+_SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
+_PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
+
+# Targets of issue 6.
+TARGET_VS_HF = 2.0
+TARGET_OF_XLA = 0.6
+
+
+def model_matmuls(cfg: ModelConfig, batch: int, seq: int) -> list[common.Matmul]:
+    """The forward pass's matmuls, as `benchmarks.forward.model_matmuls` counts them.
+
+    (Repeated here because importing benchmarks.forward would define its flags twice.)
+    """
+    m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
+    g = n // kh
+    return [
+        common.Matmul("q_proj", m, d, n * h, count=layers),
+        common.Matmul("k_proj,v_proj", m, d, kh * h, count=2 * layers),
+        common.Matmul("o_proj", m, n * h, d, count=layers),
+        common.Matmul("gate_proj,up_proj", m, d, f, count=2 * layers),
+        common.Matmul("down_proj", m, f, d, count=layers),
+        common.Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
+        common.Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
+        common.Matmul("lm_head", m, d, v),
+    ]
+
+
+def train_matmuls(fwd: list[common.Matmul], *, recompute_head: bool) -> list[common.Matmul]:
+    """Forward + backward matmuls (+ the LM head's forward again when chunks are recomputed)."""
+    out = list(fwd)
+    for mm in fwd:
+        out.extend(mm.backward())
+    if recompute_head:
+        out.extend(
+            dataclasses.replace(mm, name="lm_head.remat") for mm in fwd if mm.name == "lm_head"
+        )
+    return out
+
+
+def make_batch(cfg: ModelConfig, b: int, t: int, prompt: int) -> dict[str, np.ndarray]:
+    """A random rollout batch: full-length rows, the last t - prompt tokens are the response."""
+    rng = np.random.default_rng(0)
+    rewards = rng.uniform(0, 5, b).astype(np.float32)
+    group = 2 if b % 2 == 0 else b
+    adv = np.asarray(grpo.group_advantages(jnp.asarray(rewards), group_size=group))
+    resp = np.zeros((b, t), np.float32)
+    resp[:, prompt:] = 1.0
+    return dict(
+        input_ids=rng.integers(0, cfg.vocab_size, (b, t), dtype=np.int32),
+        attention_mask=np.ones((b, t), np.int32),
+        response_mask=resp,
+        advantages=adv,
+    )
+
+
+def ours_fns(cfg: ts.TrainConfig, batch: dict) -> dict[str, Callable[[], Any]]:
+    """Callables for our GRPO step (2 log-prob passes + update), update alone, one log-prob pass."""
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
+    step_fn = ts.make_train_step(cfg, mesh, "replicated")
+    logprob_fn = ts.make_logprob_fn(cfg, mesh, "replicated")
+    params = models.init_params(cfg.model, jax.random.key(0), mesh=mesh, rules="replicated")
+    ref_params = models.init_params(cfg.model, jax.random.key(1), mesh=mesh, rules="replicated")
+    holder = {"state": ts.init_state(params, cfg=cfg, shardings=step_fn.state_shardings)}
+    device_batch = jax.device_put(batch, ts.batch_sharding(mesh))
+    fixed = dict(device_batch)
+    fixed["old_logp"] = logprob_fn(params, fixed)
+    fixed["ref_logp"] = logprob_fn(ref_params, fixed)
+
+    def grpo_step():
+        state = holder["state"]
+        b = dict(device_batch)
+        b["old_logp"] = logprob_fn(state.params, b)  # once per rollout batch upstream
+        b["ref_logp"] = logprob_fn(ref_params, b)
+        holder["state"], metrics = step_fn(state, b)
+        return metrics
+
+    def update():
+        holder["state"], metrics = step_fn(holder["state"], fixed)
+        return metrics
+
+    return {
+        "grpo step": grpo_step,
+        "update": update,
+        "logprobs (1 pass)": lambda: logprob_fn(ref_params, fixed),
+    }
+
+
+def transformers_fns(cfg: ts.TrainConfig, batch: dict, *, attn: str):
+    """The same three callables with transformers' Qwen2ForCausalLM + torch.optim.AdamW."""
+    import torch
+    import transformers
+
+    hf_cfg = models.config_to_hf(cfg.model, dtype="float32")
+    hf_cfg.pop("torch_dtype")
+    config = transformers.Qwen2Config(**hf_cfg, attn_implementation=attn)
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config).to(torch.float32).train()
+    ref = transformers.Qwen2ForCausalLM(config).to(torch.float32).eval()
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.learning_rate,
+        betas=(cfg.b1, cfg.b2),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+    )
+    x = torch.from_numpy(batch["input_ids"].copy()).long()
+    m = torch.from_numpy(batch["attention_mask"].copy()).long()
+    mask = torch.from_numpy(batch["response_mask"].copy())[:, 1:]
+    adv = torch.from_numpy(batch["advantages"].copy())[:, None]
+
+    def logp_of(logits):  # [B, T-1], verl's logprobs_from_logits (log_softmax + gather)
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        return torch.gather(logp, -1, x[:, 1:, None])[..., 0]
+
+    def no_grad_logp(net):
+        with torch.no_grad():
+            return logp_of(net(input_ids=x, attention_mask=m).logits)
+
+    def update(old, ref_lp):
+        opt.zero_grad(set_to_none=True)
+        logp = logp_of(model(input_ids=x, attention_mask=m).logits)
+        ratio = torch.exp(torch.clamp(logp - old, -20, 20))
+        pg = torch.maximum(
+            -adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_low, 1 + cfg.clip_high)
+        )
+        kl = torch.clamp(ref_lp - logp, -20, 20)
+        kl = torch.clamp(torch.exp(kl) - kl - 1, -10, 10)
+        loss = ((pg + cfg.kl_coef * kl) * mask).sum() / mask.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return loss.detach()
+
+    old, ref_lp = no_grad_logp(model), no_grad_logp(ref)
+    return {
+        "grpo step": lambda: update(no_grad_logp(model), no_grad_logp(ref)),
+        "update": lambda: update(old, ref_lp),
+        "logprobs (1 pass)": lambda: no_grad_logp(ref),
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import torch
+
+    threads = common.num_cores()
+    torch.set_num_threads(threads)
+    b, t = _BATCH.value, _SEQ.value
+    mcfg = models.get_preset(_PRESET.value, num_layers=_LAYERS.value, dtype="float32")
+    cfg = ts.TrainConfig(
+        model=mcfg, logprob_chunk_size=_CHUNK.value or None, compute_entropy=_ENTROPY.value
+    )
+    tokens = b * t
+    print(common.machine_line())
+    print(
+        f"threads: XLA:CPU {threads}, torch {torch.get_num_threads()} (torch {torch.__version__}); "
+        f"model {_PRESET.value} x {mcfg.num_layers} layers, {mcfg.num_params() / 1e6:.1f}M "
+        f"params, fp32; batch {b} x {t} = {tokens} tokens ({t - _PROMPT.value} response); "
+        f"log-prob chunk {ts.logprob_chunk_size(cfg, b, t)}; entropy {cfg.compute_entropy}"
+    )
+
+    fwd_mms = model_matmuls(mcfg, b, t)
+    fwd_flops = sum(mm.flops for mm in fwd_mms)
+    chunk = ts.logprob_chunk_size(cfg, b, t)
+    chunked = chunk < t
+    update_mms = train_matmuls(fwd_mms, recompute_head=chunked)
+    step_mms = update_mms + fwd_mms + fwd_mms  # + old and reference forwards
+    flops = {"grpo step": 5 * fwd_flops, "update": 3 * fwd_flops, "logprobs (1 pass)": fwd_flops}
+    t0 = time.perf_counter()
+    layouts = common.best_matmul_layouts([mm.shape for mm in update_mms])
+    print(f"matmul layouts picked in {time.perf_counter() - t0:.0f}s")
+    operands: dict = {}
+    fns = {
+        f"mm {mm_shape}": common.matmul_call(mm_shape, layout, operands=operands)
+        for mm_shape, (_, layout) in layouts.items()
+    }
+    batch = make_batch(mcfg, b, t, _PROMPT.value)
+    fns.update({f"ours {k}": v for k, v in ours_fns(cfg, batch).items()})
+    if not _SKIP_TORCH.value:
+        fns.update(
+            {f"hf {k}": v for k, v in transformers_fns(cfg, batch, attn=_TORCH_ATTN.value).items()}
+        )
+    gc.collect()
+    t0 = time.perf_counter()
+    timings = common.time_interleaved(fns, warmup=_WARMUP.value, repeats=_REPEATS.value)
+    print(
+        f"timed {len(fns)} callables interleaved, {_REPEATS.value} rounds, in "
+        f"{time.perf_counter() - t0:.0f}s"
+    )
+    seconds = {s_: timings[f"mm {s_}"].best for s_ in layouts}
+    rates = {s_: 2 * math.prod(s_) / sec for s_, sec in seconds.items()}
+    shown = {}
+    for mm in update_mms:
+        shown.setdefault(mm.shape, mm.name)
+    print("\nXLA matmul rates (best layout, timed in the same rounds as the steps):")
+    common.print_table(
+        ["matmul", "batch x m x k x n", "GFLOP/s", "layout"],
+        [(n, "x".join(map(str, s_)), rates[s_] / 1e9, layouts[s_][1]) for s_, n in shown.items()],
+    )
+    peak = max(rates.values())
+    bound = {
+        "grpo step": common.matmul_bound_seconds(step_mms, seconds),
+        "update": common.matmul_bound_seconds(update_mms, seconds),
+        "logprobs (1 pass)": common.matmul_bound_seconds(fwd_mms, seconds),
+    }
+    ours = {k[5:]: v for k, v in timings.items() if k.startswith("ours ")}
+    hf = {k[3:]: v for k, v in timings.items() if k.startswith("hf ")}
+
+    rows, figures = [], {}
+    for who, timings in (("ours", ours), (f"hf({_TORCH_ATTN.value})", hf)):
+        for label, timing in timings.items():
+            row = {
+                "tok_s": tokens / timing.best,
+                "best_s": timing.best,
+                "median_s": timing.median,
+                "model_gflop_s": flops[label] / timing.best / 1e9,
+                "of_peak": flops[label] / timing.best / peak,
+                "of_xla": bound[label] / timing.best,
+                "vs_hf": hf[label].best / timing.best if hf else float("nan"),
+            }
+            figures[f"{who.split('(')[0]} {label}"] = row
+            rows.append([f"{who} {label}", *row.values()])
+    print(
+        f"\nforward pass {fwd_flops / 1e9:.1f} GFLOP; GRPO step 5x = {5 * fwd_flops / 1e9:.1f} "
+        f"GFLOP; best XLA matmul rate {peak / 1e9:.1f} GFLOP/s; matmul bound: step "
+        f"{bound['grpo step']:.3f}s, update {bound['update']:.3f}s"
+    )
+    common.print_table(
+        ["step", "tokens/s", "best s", "median s", "GFLOP/s", "of peak", "of XLA", "vs hf"], rows
+    )
+    if hf:
+        step = figures["ours grpo step"]
+        for name, value, target in (
+            ("grpo step vs transformers", step["vs_hf"], TARGET_VS_HF),
+            ("grpo step of XLA matmul bound", step["of_xla"], TARGET_OF_XLA),
+        ):
+            verdict = "ok" if value >= target else "BELOW TARGET"
+            print(f"target {name}: {value:.2f} (>= {target}) {verdict}")
+    common.emit_json(
+        "train_step",
+        {
+            "preset": _PRESET.value,
+            "layers": mcfg.num_layers,
+            "batch": b,
+            "seq": t,
+            "threads": threads,
+            "chunk_size": chunk,
+            "entropy": cfg.compute_entropy,
+            "xla_peak_gflop_s": peak / 1e9,
+            "results": figures,
+        },
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
