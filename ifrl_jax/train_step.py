@@ -275,14 +275,19 @@ def compute_logprobs(params: dict, batch: Batch, *, cfg: TrainConfig) -> Array:
 
 
 def grpo_loss(
-    params: dict, batch: Batch, denominators: Mapping[str, Array], *, cfg: TrainConfig
+    params: dict,
+    batch: Batch,
+    *,
+    cfg: TrainConfig,
+    denominators: Mapping[str, Array] | None = None,
 ) -> tuple[Array, dict[str, Array]]:
-    """The GRPO loss of one (micro-)batch with full-batch denominators.
+    """The GRPO loss of one (micro-)batch, normalized by the full batch's denominators.
 
     Args:
       params: policy params.
       batch: see the module docstring ([b, T] arrays, [b] advantages).
-      denominators: `grpo.loss_denominators` of the whole mini-batch.
+      cfg: the train config (loss fields, log-prob chunking).
+      denominators: `grpo.loss_denominators` of the whole mini-batch; None: this batch's.
 
     Returns:
       (loss [], aux) as in `grpo.policy_loss`; summing over micro-batches gives the full loss.
@@ -332,17 +337,18 @@ def loss_and_grads(
     grad_fn = jax.value_and_grad(functools.partial(grpo_loss, cfg=cfg), has_aux=True)
     f32_grads = lambda g: jax.tree.map(lambda x: x.astype(jnp.float32), g)
     if m == 1:
-        (loss, aux), grads = grad_fn(params, batch, dens)
+        (loss, aux), grads = grad_fn(params, batch, denominators=dens)
         return loss, aux, f32_grads(grads)
 
     def body(carry, mb):
         loss_acc, aux_acc, g_acc = carry
-        (loss_i, aux_i), g = grad_fn(params, mb, dens)
+        (loss_i, aux_i), g = grad_fn(params, mb, denominators=dens)
         g_acc = jax.tree.map(jnp.add, g_acc, f32_grads(g))
         return (loss_acc + loss_i, grpo.merge_aux(aux_acc, aux_i), g_acc), None
 
     mbs = _split(batch, m)
-    aux_keys = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], mbs), dens)[0][1]
+    first = jax.tree.map(lambda x: x[0], mbs)
+    aux_keys = jax.eval_shape(lambda p, b: grad_fn(p, b, denominators=dens), params, first)[0][1]
     aux0 = {k: jnp.full((), _AUX_INIT.get(k[-4:], 0.0)) for k in aux_keys}
     g0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     (loss, aux, grads), _ = jax.lax.scan(body, (jnp.zeros(()), aux0, g0), mbs)

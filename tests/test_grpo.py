@@ -285,6 +285,17 @@ def test_micro_batches_sum_to_full_batch(agg):
         )
 
 
+def test_on_policy_old_logp_none():
+    """old_logp=None: ratio 1 (stop-gradient of logp), gradient -A / tokens per token."""
+    logp = jnp.asarray([[-1.0, -2.0, -0.5], [-0.3, -0.7, -1.1]])
+    adv, mask = jnp.asarray([2.0, -1.0]), jnp.asarray([[1, 1, 0], [1, 1, 1]], jnp.float32)
+    fn = lambda lp: grpo.policy_loss(lp, None, None, adv, mask, kl_coef=0.0)
+    (loss, aux), g = jax.value_and_grad(fn, has_aux=True)(logp)
+    assert float(aux["ratio_mean"]) == 1.0 and float(aux["clipfrac"]) == 0.0
+    np.testing.assert_allclose(float(loss), -(2 * 2 - 1 * 3) / 5, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g), -np.asarray(adv)[:, None] * np.asarray(mask) / 5)
+
+
 def test_unknown_variants_raise():
     x = jnp.zeros((1, 2))
     with pytest.raises(ValueError, match="kl_estimator"):

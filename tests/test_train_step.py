@@ -71,6 +71,14 @@ def test_optimizer_clips_global_norm_and_decays_weights():
     np.testing.assert_allclose(np.asarray(upd["w"]), -0.1 * (1.0 + 0.5 * 2.0), rtol=1e-4)
 
 
+def test_balanced_logprob_chunks():
+    c = ts.TrainConfig(model=get_preset("qwen2_5_0_5b"))
+    # 256 MiB of fp32 logits allow 110 positions at B=4: 3 chunks of 86, not 110 + padding.
+    assert ts.logprob_chunk_size(c, 4, 256) == 86
+    assert ts.logprob_chunk_size(c, 1, 256) == 256  # one chunk, no remat
+    assert ts.logprob_chunk_size(c.replace(logprob_chunk_size=64), 4, 256) == 64
+
+
 # ------------------------------------------------------------------ gradient accumulation
 
 
