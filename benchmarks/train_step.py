@@ -15,8 +15,9 @@ weights, fp32, on CPU (one device), measured in one process:
   XLA matmuls       FLOP/s XLA reaches on each matmul shape of the step (forward and the dX/dW
                     shapes) at its best operand layout (`common.best_matmul_layouts`).
 
-All of these are timed round-robin (`common.time_interleaved`), so that a drifting machine load
-hits every one alike and the ratios stay meaningful.
+Ours and the XLA matmuls are timed round-robin (`common.time_interleaved`), so that a drifting
+load hits them alike and "of XLA" stays meaningful; transformers runs after them, alone (memory:
+both frameworks at once need ~13 GB at 4 layers). Peak memory ~8 GB at the default shape.
 
 FLOPs: one forward pass F = 2 x (every matmul's m*k*n) (= 2 * N_matmul_params * tokens, the tied
 LM head counted once) + attention at the full T x T scores. A GRPO step is 3F (forward+backward
@@ -232,6 +233,8 @@ def main(argv: list[str]) -> None:
     t0 = time.perf_counter()
     layouts = common.best_matmul_layouts([mm.shape for mm in update_mms])
     print(f"matmul layouts picked in {time.perf_counter() - t0:.0f}s")
+    # Phase 1: XLA matmuls and ours, interleaved. Phase 2: transformers alone (holding both
+    # frameworks' params, optimizer states and activations at once needs ~13 GB at 4 layers).
     operands: dict = {}
     fns = {
         f"mm {mm_shape}": common.matmul_call(mm_shape, layout, operands=operands)
@@ -239,23 +242,28 @@ def main(argv: list[str]) -> None:
     }
     batch = make_batch(mcfg, b, t, _PROMPT.value)
     fns.update({f"ours {k}": v for k, v in ours_fns(cfg, batch).items()})
-    if not _SKIP_TORCH.value:
-        fns.update(
-            {f"hf {k}": v for k, v in transformers_fns(cfg, batch, attn=_TORCH_ATTN.value).items()}
-        )
-    gc.collect()
     t0 = time.perf_counter()
     timings = common.time_interleaved(fns, warmup=_WARMUP.value, repeats=_REPEATS.value)
     print(
-        f"timed {len(fns)} callables interleaved, {_REPEATS.value} rounds, in "
+        f"timed {len(fns)} callables interleaved, {_REPEATS.value} rounds, "
         f"{time.perf_counter() - t0:.0f}s"
     )
+    del fns, operands
+    gc.collect()
+    if not _SKIP_TORCH.value:
+        hf_fns = transformers_fns(cfg, batch, attn=_TORCH_ATTN.value)
+        t0 = time.perf_counter()
+        hf_t = common.time_interleaved(hf_fns, warmup=_WARMUP.value, repeats=_REPEATS.value)
+        timings.update({f"hf {k}": v for k, v in hf_t.items()})
+        print(f"timed transformers, {time.perf_counter() - t0:.0f}s")
+        del hf_fns
+        gc.collect()
     seconds = {s_: timings[f"mm {s_}"].best for s_ in layouts}
     rates = {s_: 2 * math.prod(s_) / sec for s_, sec in seconds.items()}
     shown = {}
     for mm in update_mms:
         shown.setdefault(mm.shape, mm.name)
-    print("\nXLA matmul rates (best layout, timed in the same rounds as the steps):")
+    print("\nXLA matmul rates (best layout, timed in the same rounds as our steps):")
     common.print_table(
         ["matmul", "batch x m x k x n", "GFLOP/s", "layout"],
         [(n, "x".join(map(str, s_)), rates[s_] / 1e9, layouts[s_][1]) for s_, n in shown.items()],
