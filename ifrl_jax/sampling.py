@@ -166,6 +166,29 @@ def _generate_body(
     return tokens, logps, lengths, done, i - 1
 
 
+def _prepare(input_ids, attention_mask_, pad_id, buckets, mesh):
+    """Host prompts -> (bucket-padded device arrays, bucket length), with input checks."""
+    ids = np.asarray(input_ids, np.int32)
+    mask = np.asarray(attention_mask_, np.int32)
+    if ids.shape != mask.shape or ids.ndim != 2:
+        raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be [B, T]")
+    if mask.size and (mask[:, -1] == 0).any():
+        raise ValueError("prompts must be left-padded: attention_mask[:, -1] has zeros")
+    p = bucket(ids.shape[1], buckets)
+    pad = p - ids.shape[1]
+    ids = np.pad(ids, ((0, 0), (pad, 0)), constant_values=pad_id)
+    mask = np.pad(mask, ((0, 0), (pad, 0)))
+    if mesh is None:
+        return (jnp.asarray(ids), jnp.asarray(mask)), p
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if ids.shape[0] % ways:
+        raise ValueError(
+            f"{ids.shape[0]} prompts do not split over the {ways} data-parallel devices "
+            "(mesh axes data x fsdp): use a prompt batch that is a multiple of that"
+        )
+    return jax.device_put((ids, mask), sharding.data_sharding(mesh)), p
+
+
 def generate(
     cfg: ModelConfig,
     params,
@@ -200,36 +223,22 @@ def generate(
     Returns:
       SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished.
     """
-    ids = np.asarray(input_ids, np.int32)
-    mask = np.asarray(attention_mask_, np.int32)
-    if ids.shape != mask.shape or ids.ndim != 2:
-        raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be [B, T]")
-    if mask.size and (mask[:, -1] == 0).any():
-        raise ValueError("prompts must be left-padded: attention_mask[:, -1] has zeros")
     if not len(eos_ids):
         raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    p = bucket(ids.shape[1], buckets)
+    rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
+    if isinstance(input_ids, jax.Array) and not input_ids.is_fully_addressable:
+        # Multi-host: global arrays, already bucketed and placed by the caller.
+        args, p = (input_ids, attention_mask_), input_ids.shape[1]
+    else:
+        args, p = _prepare(input_ids, attention_mask_, pad_id, buckets, mesh)
     if p + max_new_tokens > cfg.max_position_embeddings:
         raise ValueError(
             f"prompt bucket {p} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_position_embeddings {cfg.max_position_embeddings}"
         )
-    pad = p - ids.shape[1]
-    ids = np.pad(ids, ((0, 0), (pad, 0)), constant_values=pad_id)
-    mask = np.pad(mask, ((0, 0), (pad, 0)))
     rng = jax.random.key(0) if rng is None else rng
-    args = (jnp.asarray(ids), jnp.asarray(mask))
-    if mesh is not None:
-        rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
-        ways = mesh.shape["data"] * mesh.shape["fsdp"]
-        if ids.shape[0] % ways:
-            raise ValueError(
-                f"{ids.shape[0]} prompts do not split over the {ways} data-parallel devices "
-                "(mesh axes data x fsdp): use a prompt batch that is a multiple of that"
-            )
-        args = jax.device_put(args, sharding.data_sharding(mesh))
     tokens, logps, lengths, done, steps = _generate(
         params, *args, rng, jnp.asarray(np.asarray(eos_ids, np.int32)),
         jnp.float32(temperature), jnp.float32(top_p), jnp.int32(pad_id),

@@ -222,3 +222,47 @@ def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def host_to_global(tree, mesh: Mesh):
+    """This process's rows of a [B_local, ...] numpy pytree -> global arrays split over data axes.
+
+    With one process this is a device_put; with several, each host contributes its own rows.
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, data_sharding(mesh, np.ndim(x))), tree)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(data_sharding(mesh, np.ndim(x)), x), tree
+    )
+
+
+def global_to_host(tree, mesh: Mesh):
+    """Inverse of `host_to_global`: this process's rows of global [B, ...] arrays, as numpy."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    from jax.experimental import multihost_utils
+
+    spec = PartitionSpec(_BATCH)
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.global_array_to_host_local_array(x, mesh, spec)), tree
+    )
+
+
+def agree_max(n: int) -> int:
+    """The maximum of `n` over all processes (e.g. a prompt length every host must pad to)."""
+    if jax.process_count() == 1:
+        return n
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray(n, np.int32))))
+
+
+def gather_to_all(tree):
+    """Full global arrays on every process (for small outputs such as eval tokens)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree
+    )

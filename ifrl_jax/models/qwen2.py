@@ -224,7 +224,10 @@ class Qwen2(nn.Module):
     ):
         cfg = self.cfg
         embedding = _Embed(cfg, name="embed_tokens")()  # [V, D]
-        x = jnp.take(embedding, input_ids, axis=0).astype(cfg.jnp_dtype)  # [B, T, D]
+        # Gather the (possibly vocab- or embed-sharded) table before the lookup: a gather from
+        # a sharded operand makes the partitioner replicate it anyway, less efficiently.
+        table = constrain(embedding, (None, "act_embed"))
+        x = jnp.take(table, input_ids, axis=0).astype(cfg.jnp_dtype)  # [B, T, D]
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
         sin, cos = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
 

@@ -1,0 +1,94 @@
+"""Shared defaults of every GRPO experiment: the upstream (verl-if) hyperparameters.
+
+Experiment files call `base()` and change what differs; model sizes come from presets only.
+"""
+
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = "/tmp/ifrl_jax/run"
+    c.tokenizer = ""  # a local HF tokenizer directory; "" = the shipped tiny tokenizer
+    c.mesh = {"data": 1, "fsdp": -1, "tp": 1}  # -1 = the remaining devices
+    c.sharding = "fsdp"  # a key of ifrl_jax.sharding.RULES
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "qwen2_5_7b"  # used when hf_path is empty (random weights)
+    c.model.hf_path = ""  # local HF checkpoint directory of the initial policy
+    c.model.overrides = {}  # ModelConfig fields changed on the preset
+    c.model.param_dtype = "float32"
+    c.model.dtype = "bfloat16"
+    c.model.remat = "full"
+    c.model.scan_layers = True
+    c.model.attention_impl = "auto"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train = ""  # comma-separated JSONL/Parquet; "" = the shipped tiny instruction set
+    c.data.heldout = ""
+    c.data.levels = True  # curriculum decomposition L1..LK
+    c.data.schedule = "mixed"  # "mixed" (upstream code) or "in_order" (the paper's curriculum)
+    c.data.max_prompt_len = 2048
+    c.data.overlong = "truncate_left"
+    c.data.prompt_buckets = ()  # prompt lengths compiled for; () = sampling.DEFAULT_BUCKETS
+    c.data.on_error = "strict"
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.n = 5
+    c.rollout.prompts_per_batch = 384
+    c.rollout.max_new_tokens = 8192
+    c.rollout.temperature = 1.0
+    c.rollout.top_p = 1.0
+    c.rollout.top_k = 0
+    c.rollout.cache_dtype = "bfloat16"
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.scale = 5.0
+    c.reward.think_mode = "none"  # "required" for reasoning models
+    c.reward.soft = "exclude"
+    c.reward.verifier_processes = 8
+    c.reward.timeout_s = 10.0
+
+    c.grpo = ml_collections.ConfigDict()
+    c.grpo.minibatch_prompts = 96  # 4 updates per rollout batch of 384
+    c.grpo.ppo_epochs = 1
+    c.grpo.micro_batches = 1
+    c.grpo.std = "unbiased"
+    c.grpo.eps = 1e-6
+    c.grpo.filter_zero_variance = False
+    c.grpo.clip_low = 0.2
+    c.grpo.clip_high = 0.2
+    c.grpo.dual_clip = ml_collections.config_dict.placeholder(float)
+    c.grpo.kl_coef = 0.01
+    c.grpo.kl_estimator = "low_var_kl"
+    c.grpo.agg = "token-mean"
+    c.grpo.entropy_coef = 0.0
+    c.grpo.learning_rate = 1e-6
+    c.grpo.schedule = "constant"
+    c.grpo.warmup_steps = 0
+    c.grpo.b1 = 0.9
+    c.grpo.b2 = 0.999
+    c.grpo.weight_decay = 0.01
+    c.grpo.grad_clip = 1.0
+    c.grpo.logprob_chunk_size = 0  # 0 = chosen by memory
+
+    c.sft = ml_collections.ConfigDict()
+    c.sft.steps = 0  # warm start on reference responses; 0 = none
+    c.sft.responses = ""
+    c.sft.learning_rate = 1e-3
+    c.sft.batch_size = 16
+    c.sft.max_len = 512
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 200
+    c.train.eval_every = 20
+    c.train.eval_batch_size = 64
+    c.train.checkpoint_every = 10
+    c.train.keep_checkpoints = 3
+    c.train.export_hf = True
+    c.train.eval_init = True  # with a warm start: also evaluate the policy before it
+
+    c.debug = ml_collections.ConfigDict()
+    c.debug.crash_during_save = -1  # tests: exit while this step's checkpoint is being written
+    return c

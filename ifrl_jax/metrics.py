@@ -1,0 +1,103 @@
+"""Metrics: JSONL + TensorBoard event files (tensorboardX, no TensorFlow), a console progress
+bar, and a PNG plot at the end. Only process 0 writes; other processes get a no-op writer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+
+def _scalar(v) -> float | None:
+    try:
+        f = float(np.asarray(v))
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def to_floats(metrics: Mapping) -> dict[str, float]:
+    """Host floats of a metrics dict (device scalars fetched once, here)."""
+    host = jax.device_get(dict(metrics))
+    return {k: f for k, v in host.items() if (f := _scalar(v)) is not None}
+
+
+class MetricsWriter:
+    """Appends one JSON line per step to `workdir/metrics.jsonl` and to TensorBoard."""
+
+    def __init__(self, workdir: str, *, total_steps: int, resume_step: int = 0, enabled=None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = self._bar = None
+        if not self.enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._truncate_after(resume_step)
+        from tensorboardX import SummaryWriter
+        from tqdm.auto import tqdm
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        self._bar = tqdm(total=total_steps, initial=resume_step, desc="grpo", dynamic_ncols=True)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drops lines of steps > `step`: they were written after the checkpoint we resume."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path, "w") as f:
+            f.writelines(keep)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        for k, v in metrics.items():
+            self._tb.add_scalar(k.replace(":", "_"), v, step)
+        self._tb.flush()
+        if "reward/mean" in metrics:
+            self._bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", refresh=False)
+        self._bar.update(step - self._bar.n)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._bar.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot(workdir: str, *, keys=("reward/mean", "eval/constraint_pass_rate")) -> str | None:
+    """PNG of reward and held-out pass rate over steps; returns its path."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(path)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = os.path.join(workdir, "metrics.png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

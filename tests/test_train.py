@@ -1,0 +1,169 @@
+"""The GRPO run: end to end on a tiny model, resume after a crash, bad configs, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import transformers
+
+from configs import default_cpu
+from ifrl_jax import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(workdir, **kw):
+    c = default_cpu.get_config()
+    c.workdir = str(workdir)
+    c.model.preset = "tiny"
+    c.model.overrides = {"vocab_size": 2048}
+    c.mesh = {"data": 2, "fsdp": 2, "tp": 2}  # the 8 fake devices, every axis used
+    c.sharding = "fsdp_tp"
+    c.data.max_prompt_len = 160
+    c.rollout.n = 2
+    c.rollout.prompts_per_batch = 4
+    c.rollout.max_new_tokens = 8
+    c.grpo.minibatch_prompts = 2  # 2 updates per rollout batch: old log-probs are used
+    c.grpo.kl_coef = 0.01  # reference log-probs too
+    c.sft.steps = 4
+    c.sft.batch_size = 4
+    c.train.steps = 4
+    c.train.eval_every = 2
+    c.train.eval_batch_size = 50
+    c.train.checkpoint_every = 2
+    c.train.keep_checkpoints = 2
+    c.train.eval_init = False
+    for k, v in kw.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _comparable(row):
+    return {k: v for k, v in row.items() if not k.startswith("time/")}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full")
+    summary = train.train(tiny_config(workdir))
+    return workdir, summary
+
+
+def test_run_writes_metrics_checkpoints_plot_and_hf_export(full_run):
+    workdir, summary = full_run
+    assert summary["steps"] == 4 and summary["workdir"] == str(workdir)
+    for key in ("pass_rate_before", "pass_rate_after"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["pass_rate_init"] is None  # config.train.eval_init = False
+    rows = _rows(workdir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    step = rows[1]
+    for key in ("reward/mean", "reward/std", "train/kl_mean", "train/grad_norm",
+                "train/entropy_mean", "train/clipfrac_low", "reward/zero_var_groups",
+                "response/length_mean", "time/sample", "time/reward", "time/update",
+                "rate/pass/all"):  # fmt: skip
+        assert key in step, key
+    assert any(k.startswith("rate/pass/id/") for k in step)
+    assert any(k.startswith("rate/pass/level/L") for k in step)
+    assert "eval/constraint_pass_rate" in rows[2] and "eval/prompt_pass_rate" in rows[4]
+    assert os.path.exists(workdir / "metrics.png")
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tb"))
+    assert sorted(os.listdir(workdir / "ckpt")) == ["2", "4"]  # keep_checkpoints=2
+    model = transformers.AutoModelForCausalLM.from_pretrained(workdir / "hf_final")
+    assert model.config.vocab_size == 2048
+    assert os.path.exists(workdir / "hf_final" / "tokenizer.json")
+
+
+def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
+    """Killed while step 4's checkpoint is written: the rerun resumes from step 2's, redoes
+    steps 3-4, and every metric (timings aside) equals the uninterrupted run's."""
+    workdir, _ = full_run
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    config = REPO / "tests" / "tiny_train_config.py"
+    cmd = [sys.executable, str(REPO / "launch" / "train_grpo.py"), f"--config={config}",
+           f"--config.workdir={tmp_path}"]  # fmt: skip
+    proc = subprocess.run([*cmd, "--config.debug.crash_during_save=4"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 17, proc.stderr[-2000:]
+    assert [r["step"] for r in _rows(tmp_path)] == [0, 1, 2, 3, 4]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 4 and "resuming at step 2" in proc.stderr
+    ref = [_comparable(r) for r in _rows(workdir)]
+    assert [_comparable(r) for r in _rows(tmp_path)] == ref
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("rollout.n", 1, r"config.rollout.n=1: GRPO needs at least 2"),
+        ("grpo.minibatch_prompts", 3, r"config.grpo.minibatch_prompts=3: must divide"),
+        ("grpo.kl_estimator", "k9", r"config.grpo.kl_estimator='k9'"),
+        ("sharding", "zero3", r"config.sharding='zero3'"),
+        ("data.train", "/nonexistent.jsonl", r"config.data.train=.*does not exist"),
+        ("model.preset", "qwen9", r"config.model.preset='qwen9'"),
+    ],
+)
+def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, key, value, match):
+    with pytest.raises(ValueError, match=match):
+        train.validate(tiny_config(tmp_path, **{key: value}))
+
+
+def test_mesh_that_does_not_fit_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"--config.mesh=.*needs 24 devices, but 8"):
+        train.train(tiny_config(tmp_path, mesh={"data": 3, "fsdp": 8, "tp": 1}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_a_loopback_coordinator(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")  # fmt: skip
+    cmd = [
+        sys.executable, str(REPO / "launch" / "train_grpo.py"),
+        f"--config={REPO / 'tests' / 'tiny_train_config.py'}", f"--config.workdir={tmp_path}",
+        "--config.train.steps=2", "--config.mesh.data=1", "--config.mesh.fsdp=-1",
+        "--config.mesh.tp=1", "--config.sharding=fsdp",
+        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+    ]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*cmd, f"--process_id={i}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    summary = json.loads(outs[0][0].strip().splitlines()[-1])  # process 0 prints and logs
+    assert summary["steps"] == 2 and outs[1][0].strip() == ""
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert np.isfinite(rows[-1]["train/loss"])
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["2"]
