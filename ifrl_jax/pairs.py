@@ -1,0 +1,461 @@
+"""Pseudo-label pairs for the reward model: from the policy, from reference or shipped data.
+
+The self-supervised labels (../shared/DESIGN.md, point 3): for constraint c_k of an instruction,
+the policy's response to level L_k is a positive (label 1) and its response to L_{k-1} a
+negative (label 0); L_0 is the bare seed task. Each level is sampled once and its response
+serves twice (positive for c_k, negative for c_{k+1}); with `num_samples` n, sample j of L_k
+pairs with sample j of L_{k-1}. A pair row (JSONL)::
+
+    {"constraint": text, "constraint_id": id, "kwargs": {...}, "response": str, "label": 0 | 1,
+     "level": k, "source": "file:line", "group": task hash, "origin": "policy" | ..., ...}
+
+`group` (a hash of the seed task) keys the held-out split, so that responses to one task never
+sit on both sides. Builders (`BUILDERS`, flag `--format`):
+
+* "policy": sample the policy on L_0..L_K of every instruction (jitted sampler, one call per
+  batch of prompts, prompts sorted by length so that each batch fills one bucket).
+* "reference": upstream pair data (`chosen` answers all K constraints, `rejected` the first
+  K - 1): chosen is a positive and rejected a negative for c_K.
+* "responses": one known response per record (the shipped tiny set): a positive for each of
+  its constraints; the negative for c is the response to the same task's record that lacks c's
+  id and shares most of its other ids (the closest stand-in for "L_{k-1}").
+
+`quality_summary` checks the labels of hard constraints against the rule verifiers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+
+from ifrl_jax import models, records, sampling, sharding, verifiers
+from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.models.config import ModelConfig
+from ifrl_jax.records import Constraint, Record
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "instructions"
+REQUIRED = ("constraint", "constraint_id", "kwargs", "response", "label", "level", "source")
+
+
+def task_group(seed: str) -> str:
+    """Short stable id of a seed task (the held-out split key)."""
+    return hashlib.sha1(seed.encode()).hexdigest()[:12]
+
+
+def make_pair(c: Constraint, response: str, label: int, *, level: int, record: Record,
+              origin: str, **extra) -> dict[str, Any]:  # fmt: skip
+    """One pair row for constraint c of `record` (see the module docstring)."""
+    if c.text is None:
+        raise records.RecordError(f"{record.source}: constraint {c.id!r} has no text")
+    return {
+        "constraint": c.text,
+        "constraint_id": c.id,
+        "kwargs": dict(c.kwargs),
+        "response": response,
+        "label": int(label),
+        "level": int(level),
+        "source": record.source,
+        "group": task_group(record.seed or record.prompt),
+        "origin": origin,
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Reference and shipped data.
+# --------------------------------------------------------------------------------------------
+
+
+def pairs_from_reference(recs: Sequence[Record]) -> list[dict[str, Any]]:
+    """Upstream pairs: `chosen` positive, `rejected` negative for the last constraint.
+
+    Raises:
+      RecordError: a record without string `chosen`/`rejected` (names its file and line).
+    """
+    out = []
+    for r in recs:
+        if r.kind != "if":
+            continue
+        chosen, rejected = r.meta.get("chosen"), r.meta.get("rejected")
+        if not isinstance(chosen, str) or not isinstance(rejected, str):
+            raise records.RecordError(
+                f"{r.source}: fields 'chosen'/'rejected': expected two strings (reference pair "
+                "format); use --format=policy for records without responses"
+            )
+        k = len(r.constraints)
+        c = r.constraints[-1]
+        out.append(make_pair(c, chosen, 1, level=k, record=r, origin="reference"))
+        out.append(make_pair(c, rejected, 0, level=k, record=r, origin="reference"))
+    return out
+
+
+def _overlap(ids: set[str], other: set[str]) -> int:
+    return len(ids & other) - len(other - ids)
+
+
+def pairs_from_responses(recs: Sequence[Record], responses: Sequence[str]) -> list[dict]:
+    """Pairs from one known-good response per record (see the module docstring)."""
+    if len(recs) != len(responses):
+        raise ValueError(f"{len(recs)} records but {len(responses)} responses")
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(recs):
+        by_task[r.seed or r.prompt].append(i)
+    out = []
+    for i, r in enumerate(recs):
+        ids = set(r.instruction_ids)
+        for k, c in enumerate(r.constraints, start=1):
+            others = [j for j in by_task[r.seed or r.prompt] if c.id not in recs[j].instruction_ids]
+            if not others:
+                continue
+            # Most shared ids, fewest extra ones; the first of the best (deterministic).
+            j = max(others, key=lambda j, ids=ids: _overlap(ids, set(recs[j].instruction_ids)))
+            out.append(make_pair(c, responses[i], 1, level=k, record=r, origin="responses"))
+            neg = make_pair(c, responses[j], 0, level=k, record=r, origin="responses")
+            out.append({**neg, "negative_source": recs[j].source})
+    return out
+
+
+def load_responses(path: str, recs: Sequence[Record]) -> list[str]:
+    """Responses JSONL ({"prompt", "response"} per line) aligned with records by prompt."""
+    by_prompt = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row.get("response"), str) or "prompt" not in row:
+                    raise ValueError(f"{path}:{n}: expected {{'prompt', 'response'}} strings")
+                by_prompt[row["prompt"]] = row["response"]
+    missing = [r.source for r in recs if r.prompt not in by_prompt]
+    if missing:
+        raise ValueError(f"{path}: no response for {len(missing)} records, e.g. {missing[:3]}")
+    return [by_prompt[r.prompt] for r in recs]
+
+
+# --------------------------------------------------------------------------------------------
+# Policy samples.
+# --------------------------------------------------------------------------------------------
+
+
+def instruction_levels(recs: Sequence[Record]) -> list[list[Record]]:
+    """Per instruction (records sharing `source`, the one with most constraints), [L_0..L_K].
+
+    Accepts whole records or their decomposed levels (build_data output); math items are left
+    out. L_0 is the bare seed task (no constraints, level 0).
+    """
+    top: dict[str, Record] = {}
+    for r in recs:
+        if r.kind == "if" and (
+            r.source not in top or len(r.constraints) > len(top[r.source].constraints)
+        ):
+            top[r.source] = r
+    out = []
+    for r in top.values():
+        levels = records.decompose(r)
+        zero = dataclasses.replace(levels[0], prompt=records.build_prompt(r.seed, []),
+                                   constraints=(), level=0, meta={})  # fmt: skip
+        out.append([zero, *levels])
+    return out
+
+
+def sample_responses(
+    cfg: ModelConfig,
+    params: dict,
+    tokenizer: tokenizer_lib.Tokenizer,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    max_prompt_len: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    system: str | None = None,
+    mesh: Mesh | None = None,
+    rules: sharding.Rules | str | None = None,
+) -> list[list[str]]:
+    """Samples `num_samples` responses per prompt, one `sampling.generate` call per batch.
+
+    Prompts are sorted by length and cut into batches of `batch_size` (the last one filled up
+    by repeating its last prompt, so every call has the same shape); prompts over
+    `max_prompt_len` tokens keep their last tokens.
+
+    Returns:
+      [len(prompts)][num_samples] decoded responses.
+    """
+    chats = tokenizer.apply_chat_template(list(prompts), system=system)
+    seqs = tokenizer.encode(chats)
+    order = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
+    out: list[list[str]] = [[] for _ in prompts]
+    key = jax.random.key(seed)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        chunk = order[start : start + batch_size]
+        rows = [seqs[i] for i in chunk] + [seqs[chunk[-1]]] * (batch_size - len(chunk))
+        ids, mask = tokenizer_lib.pad_left(rows, pad_id=tokenizer.pad_id, max_len=max_prompt_len,
+                                           truncation="left")  # fmt: skip
+        res = sampling.generate(
+            cfg, params, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, num_samples=num_samples, eos_ids=tokenizer.eos_ids,
+            pad_id=tokenizer.pad_id, rng=jax.random.fold_in(key, b), mesh=mesh, rules=rules,
+        )  # fmt: skip
+        texts = tokenizer.decode_batch(np.asarray(res.tokens), np.asarray(res.lengths))
+        for row, i in enumerate(chunk):
+            out[i] = texts[row * num_samples : (row + 1) * num_samples]
+    return out
+
+
+def pairs_from_policy(
+    groups: Sequence[Sequence[Record]], responses: Sequence[Sequence[str]]
+) -> list[dict[str, Any]]:
+    """Pairs from sampled responses: `responses` aligned with the flattened [L_0..L_K] groups."""
+    flat = iter(responses)
+    out = []
+    for levels in groups:
+        samples = [next(flat) for _ in levels]
+        top = levels[-1]
+        for k in range(1, len(levels)):
+            c = top.constraints[k - 1]
+            for j, (pos, neg) in enumerate(zip(samples[k], samples[k - 1])):
+                out.append(make_pair(c, pos, 1, level=k, record=top, origin="policy", sample=j))
+                out.append(make_pair(c, neg, 0, level=k, record=top, origin="policy", sample=j))
+    return out
+
+
+def restore_params(directory: str, *, cfg: ModelConfig, mesh: Mesh | None = None, rules=None):
+    """Params from an orbax checkpoint: a CheckpointManager directory (latest step) with an
+    item `params` or `state` (whose `params` subtree is read), or a bare params pytree dir."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--policy_checkpoint={directory}: no such directory")
+    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
+    root = path / str(steps[-1]) if steps else path
+    shapes = models.abstract_params(cfg)
+    if mesh is None:
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shard = jax.tree.map(lambda _: dev, shapes)
+    else:
+        shard = models.param_shardings(cfg, mesh, rules)
+    target = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          shard, shapes)  # fmt: skip
+    wrap = (lambda t: {"params": t}) if (root / "state").is_dir() else (lambda t: t)
+    item = root / "state" if (root / "state").is_dir() else root / "params"
+    item = item if item.is_dir() else root
+    restored = ocp.PyTreeCheckpointer().restore(
+        str(item.resolve()),
+        args=ocp.args.PyTreeRestore(
+            item=wrap(target),
+            restore_args=ocp.checkpoint_utils.construct_restore_args(wrap(target)),
+            partial_restore=True,
+        ),
+    )
+    return restored["params"] if item.name == "state" else restored
+
+
+def load_policy(
+    *,
+    policy: str = "",
+    checkpoint: str = "",
+    preset: str = "tiny",
+    vocab_size: int = 0,
+    seed: int = 0,
+    mesh: Mesh | None = None,
+    rules=None,
+) -> tuple[ModelConfig, dict]:
+    """The policy: a HF dir (`policy`), else `preset` (vocab at least `vocab_size`) with params
+    from `checkpoint` (a HF dir or an orbax checkpoint) or a random init from `seed`."""
+    for path in (policy, checkpoint):
+        if path and os.path.exists(os.path.join(path, "config.json")):
+            return models.load_hf(path, mesh=mesh, rules=rules)
+    if policy:
+        raise FileNotFoundError(f"--policy={policy}: no config.json there (a HF model dir)")
+    base = models.get_preset(preset)
+    cfg = base.replace(vocab_size=max(base.vocab_size, vocab_size))
+    if checkpoint:
+        return cfg, restore_params(checkpoint, cfg=cfg, mesh=mesh, rules=rules)
+    return cfg, models.init_params(cfg, jax.random.key(seed), mesh=mesh, rules=rules)
+
+
+# --------------------------------------------------------------------------------------------
+# Quality check, I/O, split.
+# --------------------------------------------------------------------------------------------
+
+
+def hard_verdicts(
+    pairs: Sequence[dict], *, timeout_s: float | None = verifiers.DEFAULT_TIMEOUT_S
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rule verifiers' verdicts on the pairs whose constraint is hard.
+
+    Returns:
+      (indices [H] of the hard pairs, verdicts [H] bool: the response satisfies its constraint).
+    """
+    hard = np.array([i for i, p in enumerate(pairs) if verifiers.is_hard(p["constraint_id"])], int)
+    if not len(hard):
+        return hard, np.zeros(0, bool)
+    scores, _ = verifiers.verify_batch(
+        [pairs[i]["response"] for i in hard],
+        [[(pairs[i]["constraint_id"], pairs[i]["kwargs"])] for i in hard],
+        timeout_s=timeout_s,
+    )
+    return hard, scores[:, 0] > 0.5
+
+
+def quality_summary(
+    pairs: Sequence[dict], *, timeout_s: float | None = verifiers.DEFAULT_TIMEOUT_S
+) -> dict[str, Any]:
+    """How often positives and negatives of hard constraints satisfy them by the verifiers.
+
+    Returns:
+      pairs, positives, negatives, soft_pairs, hard_positives, hard_negatives,
+      pos_hard_pass_rate, neg_hard_pass_rate (None without hard rows), and per_id
+      {id: [pos pass rate, neg pass rate, rows]}.
+    """
+    hard, verdict = hard_verdicts(pairs, timeout_s=timeout_s)
+    label = np.array([int(pairs[i]["label"]) for i in hard], np.int64)
+    rate = lambda v: float(v.mean()) if len(v) else None
+    per_id = {}
+    ids = np.array([pairs[i]["constraint_id"] for i in hard])
+    for cid in sorted(set(ids.tolist())):
+        sel = ids == cid
+        pos, neg = verdict[sel & (label == 1)], verdict[sel & (label == 0)]
+        per_id[cid] = [rate(pos), rate(neg), int(sel.sum())]
+    return {
+        "pairs": len(pairs),
+        "positives": sum(int(p["label"]) == 1 for p in pairs),
+        "negatives": sum(int(p["label"]) == 0 for p in pairs),
+        "soft_pairs": len(pairs) - len(hard),
+        "hard_positives": int((label == 1).sum()),
+        "hard_negatives": int((label == 0).sum()),
+        "pos_hard_pass_rate": rate(verdict[label == 1]),
+        "neg_hard_pass_rate": rate(verdict[label == 0]),
+        "per_id": per_id,
+    }
+
+
+def write_pairs(pairs: Sequence[dict], path: str) -> int:
+    """Writes pair rows as JSONL; returns the count."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        for p in pairs:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    return len(pairs)
+
+
+def load_pairs(path: str) -> list[dict[str, Any]]:
+    """Reads and validates pair JSONL (errors name the file, line and field)."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            missing = [k for k in REQUIRED if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{n}: missing fields {missing}")
+            if row["label"] not in (0, 1):
+                raise ValueError(f"{path}:{n}: field 'label' must be 0 or 1, got {row['label']!r}")
+            if not isinstance(row["response"], str) or not isinstance(row["constraint"], str):
+                raise ValueError(f"{path}:{n}: fields 'response'/'constraint' must be strings")
+            row.setdefault("group", row["source"])
+            out.append(row)
+    if not out:
+        raise ValueError(f"{path}: no pairs")
+    return out
+
+
+def split_heldout(
+    pairs: Sequence[dict], *, fraction: float, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) with about `fraction` of the task groups held out (at least one)."""
+    groups = sorted({p["group"] for p in pairs})
+    rng = np.random.default_rng(seed)
+    n = min(len(groups) - 1, max(1, round(fraction * len(groups)))) if fraction > 0 else 0
+    held = {groups[i] for i in rng.permutation(len(groups))[:n]}
+    return [p for p in pairs if p["group"] not in held], [p for p in pairs if p["group"] in held]
+
+
+def training_pairs(config) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) pairs for `reward_model.train`: config.pairs (pair JSONL), else
+    config.reference_data (chosen/rejected records), else the shipped tiny instruction set
+    with its responses; held out: config.heldout_pairs, else a split by task group."""
+    if config.pairs:
+        rows = load_pairs(config.pairs)
+    elif config.reference_data:
+        rows = pairs_from_reference(records.load_records(config.reference_data).records)
+    else:
+        recs = records.load_records(str(ASSETS / "train.jsonl")).records
+        rows = pairs_from_responses(
+            recs, load_responses(str(ASSETS / "train_responses.jsonl"), recs)
+        )
+    if config.heldout_pairs:
+        return rows, load_pairs(config.heldout_pairs)
+    return split_heldout(rows, fraction=config.heldout_fraction, seed=config.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# The launcher's logic (launch/build_pairs.py).
+# --------------------------------------------------------------------------------------------
+
+
+def _build_policy(recs: Sequence[Record], opts: dict) -> list[dict]:
+    tok = tokenizer_lib.load_tokenizer(opts["tokenizer"] or tokenizer_lib.TINY_TOKENIZER_DIR)
+    mesh = rules = None
+    if opts.get("mesh"):
+        mesh = sharding.make_mesh(opts["mesh"])
+        rules = sharding.get_rules(opts["sharding"])
+    cfg, params = load_policy(policy=opts["policy"], checkpoint=opts["policy_checkpoint"],
+                              preset=opts["preset"], vocab_size=tok.vocab_size,
+                              seed=opts["seed"], mesh=mesh, rules=rules)  # fmt: skip
+    groups = instruction_levels(recs)
+    prompts = [lvl.prompt for g in groups for lvl in g]
+    logging.info("sampling %d prompts (%d instructions)", len(prompts), len(groups))
+    responses = sample_responses(
+        cfg, params, tok, prompts, batch_size=opts["batch_size"],
+        max_prompt_len=opts["max_prompt_len"], max_new_tokens=opts["max_new_tokens"],
+        temperature=opts["temperature"], top_p=opts["top_p"], num_samples=opts["num_samples"],
+        seed=opts["seed"], mesh=mesh, rules=rules,
+    )  # fmt: skip
+    return pairs_from_policy(groups, responses)
+
+
+BUILDERS: dict[str, Callable[[Sequence[Record], dict], list[dict]]] = {
+    "policy": _build_policy,
+    "reference": lambda recs, opts: pairs_from_reference(recs),
+    "responses": lambda recs, opts: pairs_from_responses(
+        recs, load_responses(opts["responses"], recs)
+    ),
+}
+
+
+def build(inputs: str | Sequence[str], output: str, *, fmt: str = "policy", limit: int = 0,
+          **opts) -> dict[str, Any]:  # fmt: skip
+    """Loads records, builds pairs with BUILDERS[fmt], writes them, returns the summary.
+
+    Args:
+      inputs: record file(s) (reference schema; levels files are accepted by "policy").
+      output: the pair JSONL.
+      fmt: "policy", "reference" or "responses".
+      limit: use only the first `limit` records (0 = all).
+      opts: the builder's options (policy, policy_checkpoint, preset, tokenizer, seed,
+        batch_size, max_prompt_len, max_new_tokens, temperature, top_p, num_samples, mesh,
+        sharding; responses).
+    """
+    if fmt not in BUILDERS:
+        raise ValueError(f"--format={fmt!r}; choose from {sorted(BUILDERS)}")
+    recs = records.load_records(inputs).records
+    recs = recs[:limit] if limit else recs
+    pairs = BUILDERS[fmt](recs, opts)
+    n = write_pairs(pairs, output)
+    return {"format": fmt, "records": len(recs), "output": output, "written": n,
+            **quality_summary(pairs)}  # fmt: skip

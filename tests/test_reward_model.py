@@ -1,0 +1,262 @@
+"""The reward model: HF parity and pooling, input template and truncation, batched scoring,
+the train step on the 8-device mesh, checkpoints, and the training run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from ifrl_jax import models, pairs, rewards, sharding
+from ifrl_jax import reward_model as rm
+from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.records import Constraint, Record
+from tests.hf_fixtures import left_padded_batch, random_hf_model, tiny_hf_config
+
+FP32_TOL = 1e-4  # max-abs class-logit difference vs transformers, fp32
+LONG = " ".join(f"word{i}" for i in range(300))  # ~600 tokens with the tiny tokenizer
+
+_classify = jax.jit(rm.classify, static_argnums=0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer_lib.load_tokenizer(tokenizer_lib.TINY_TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tok):
+    """A random tiny classifier over the tiny tokenizer's 2,048 ids (numpy draws: no compile)."""
+    cfg = models.get_preset("tiny", vocab_size=2048, num_labels=2, pad_token_id=tok.pad_id)
+    rng = np.random.default_rng(1)
+
+    def draw(path, x):  # norm scales near 1, everything else (biases too) near 0
+        base = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
+        return jax.numpy.asarray(base + rng.normal(0.0, 0.05, x.shape), x.dtype)
+
+    params = jax.tree_util.tree_map_with_path(draw, models.abstract_params(cfg))
+    return cfg, params
+
+
+def _hf_pooled(model, ids, mask):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    return out.logits.numpy()
+
+
+# --- HF parity ------------------------------------------------------------------------------
+
+
+def test_import_export_logits_and_pooling_match_transformers(tmp_path):
+    """Left-padded rows; rows 0 and 1 end in real tokens equal to pad_token_id, which HF's
+    pooling (the rightmost id != pad_token_id) skips."""
+    hf = random_hf_model(tiny_hf_config(tied=False, num_labels=2), seed=3, classifier=True)
+    assert float(hf.model.layers[0].self_attn.q_proj.bias.detach().abs().sum()) > 0
+    hf.save_pretrained(tmp_path / "in")
+    cfg, params = models.load_hf(str(tmp_path / "in"))
+    assert (cfg.num_labels, cfg.pad_token_id) == (2, 0)
+    ids, mask, _ = left_padded_batch(cfg.vocab_size, [7, 7, 9, 5, 2, 1], seed=1)
+    ids[0, -1] = 0
+    ids[1, -2:] = 0
+    np.testing.assert_array_equal(rm.pool_index(ids, pad_token_id=0), [7, 6, 8, 8, 8, 8])
+    np.testing.assert_array_equal(rm.pool_index(ids, pad_token_id=None), [8] * 6)
+    ref = _hf_pooled(hf, ids, mask)
+    ours = np.asarray(_classify(cfg, params, ids, mask))
+    assert ours.shape == (6, 2) and np.abs(ours - ref).max() < FP32_TOL
+
+    models.save_hf(cfg, params, str(tmp_path / "out"))
+    with open(tmp_path / "out" / "config.json") as f:
+        assert json.load(f)["architectures"] == ["Qwen2ForSequenceClassification"]
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert type(back) is transformers.Qwen2ForSequenceClassification
+    for (name, a), (name2, b) in zip(hf.state_dict().items(), back.eval().state_dict().items()):
+        assert name == name2 and torch.equal(a, b), name
+    np.testing.assert_allclose(_hf_pooled(back, ids, mask), ref, atol=1e-6)  # sdpa vs eager
+
+
+def test_classifier_from_a_policy_checkpoint_exports_to_transformers(tok, tmp_path):
+    """A causal LM's backbone plus a new head; transformers loads the export as a classifier."""
+    lm = random_hf_model(tiny_hf_config(tied=True), seed=5)
+    lm.save_pretrained(tmp_path / "lm")
+    cfg, params = rm.init_model(str(tmp_path / "lm"), tokenizer=tok, seed=0)
+    lm_cfg, lm_params = models.load_hf(str(tmp_path / "lm"))
+    assert (cfg.num_labels, cfg.pad_token_id) == (2, tok.pad_id) and "lm_head" not in params
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        {k: lm_params[k] for k in lm_params},
+        {k: params[k] for k in lm_params},
+    )
+    models.save_hf(cfg, params, str(tmp_path / "rm"))
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    ids, mask, _ = left_padded_batch(cfg.vocab_size, [6, 3])
+    assert (
+        np.abs(np.asarray(_classify(cfg, params, ids, mask)) - _hf_pooled(hf, ids, mask)).max()
+        < FP32_TOL
+    )
+
+
+# --- input text and truncation ----------------------------------------------------------------
+
+
+def test_template_is_upstreams_text_with_its_double_spaces(tok):
+    text = rm.format_input("Hi there", "Use no commas")
+    assert text == (
+        "You need to determine whether the response adheres to this constraint. Only output  1 "
+        "if it does, otherwise only output  0.  Response: Hi there. Constraint: Use no commas"
+    )
+    assert text == rm.TEMPLATE.format(response="Hi there", constraint="Use no commas")
+    enc = rm.encode_inputs(tok, ["Hi there"], ["Use no commas"], max_len=512)
+    assert enc.seqs[0] == tok.hf(text)["input_ids"]  # as upstream's tokenizer(text)
+    assert not enc.truncated.any()
+    chat = rm.encode_inputs(tok, ["Hi there"], ["Use no commas"], max_len=512, chat_template=True)
+    assert (
+        tok.decode_batch([chat.seqs[0]], skip_special_tokens=False)[0]
+        == (tok.apply_chat_template([text])[0])
+    )
+
+
+@pytest.mark.parametrize("how", ["middle", "end"])
+def test_truncation_cuts_the_response_and_keeps_the_constraint(tok, how):
+    constraint = "End your response with the phrase Is there anything else"
+    short = "a short answer"
+    enc = rm.encode_inputs(
+        tok, [LONG, short], [constraint, constraint], max_len=120, truncation=how
+    )
+    assert enc.truncated.tolist() == [True, False] and not enc.head_cut.any()
+    assert 110 <= len(enc.seqs[0]) <= 120  # cut to fit, not much further
+    text = tok.decode_batch([enc.seqs[0]])[0]
+    assert text.startswith(rm.TEMPLATE.split("{response}")[0] + "word0 word1 word2")
+    assert text.endswith(". Constraint: " + constraint)
+    assert tok.encode([text], add_special_tokens=True)[0] == enc.seqs[0]  # a real string's ids
+    if how == "middle":
+        assert rm.MIDDLE_MARK in text and "word299. Constraint" in text
+    else:
+        assert rm.MIDDLE_MARK not in text and "word299" not in text
+    # A constraint longer than max_len on its own: the end of the text is kept.
+    huge = rm.encode_inputs(tok, [short], [LONG], max_len=64, truncation=how)
+    assert huge.head_cut.tolist() == [True] and len(huge.seqs[0]) == 64
+    assert tok.decode_batch([huge.seqs[0]])[0].endswith("word298 word299")
+
+
+# --- batched scoring ----------------------------------------------------------------------------
+
+
+def test_batched_scoring_equals_one_by_one_and_takes_few_calls(tok, tiny_rm):
+    cfg, params = tiny_rm
+    # 6 inputs pad to 64 tokens, 5 to 128 (one of them cut to fit).
+    responses = ["yes " * i for i in range(1, 7)] + ["text " * (30 + 5 * i) for i in range(4)]
+    responses, constraints = responses + [LONG], [f"Constraint {i}" for i in range(11)]
+    scorer = rm.RewardModelScorer(cfg, params, tok, max_len=128, batch_size=8)
+    batched = scorer(responses, constraints)
+    assert batched.shape == (11,) and batched.dtype == np.float32
+    assert ((batched > 0) & (batched < 1)).all()
+    assert (scorer.num_calls, scorer.num_truncated) == (2, 1)  # one call per length bucket
+    single = np.concatenate([scorer([r], [c]) for r, c in zip(responses, constraints)])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    assert scorer.num_calls == 2 + 11
+    logits = scorer.logits(responses, constraints)
+    np.testing.assert_allclose(batched, jax.nn.softmax(logits)[:, 1], atol=1e-6)
+    assert len(scorer([], [])) == 0
+
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tp": 2})
+    sharded = jax.device_put(params, models.param_shardings(cfg, mesh, "fsdp_tp"))
+    on_mesh = rm.RewardModelScorer(
+        cfg, sharded, tok, max_len=128, batch_size=8, mesh=mesh, rules="fsdp_tp"
+    )
+    np.testing.assert_allclose(on_mesh(responses[:6], constraints[:6]), batched[:6], atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the 4 data-parallel"):
+        rm.RewardModelScorer(cfg, sharded, tok, max_len=128, batch_size=6, mesh=mesh)
+
+
+def test_scorer_is_the_soft_scorer_of_rewards(tok, tiny_rm):
+    cfg, params = tiny_rm
+    scorer = rm.RewardModelScorer(cfg, params, tok, max_len=128, batch_size=8)
+    role = Constraint("situation:role_play", {}, "Answer as a pirate")
+    no_comma = Constraint("punctuation:no_comma", {}, "Do not use commas")
+    recs = [Record("task", (no_comma, role), seed="task ", source="t:1"),
+            Record("task", (role,), seed="task ", source="t:2")]  # fmt: skip
+    responses = ["Arr matey", "Ahoy, there"]
+    result = rewards.score(recs, responses, soft_scorer=scorer, timeout_s=None)
+    direct = scorer(responses, [role.text, role.text])
+    np.testing.assert_allclose(
+        result.scores[:, :2], [[1.0, direct[0]], [direct[1], 0.0]], atol=1e-6
+    )
+    np.testing.assert_allclose(result.rewards, [5 * (1 + direct[0]) / 2, 5 * direct[1]], atol=1e-5)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def test_train_steps_lower_the_loss_on_a_separable_task_on_8_devices(tok, tiny_rm):
+    """Lowercase vs uppercase answers to "answer in lowercase": sharded fsdp_tp, donated state."""
+    cfg, params = tiny_rm
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tp": 2})
+    words = ["the cat sat on the mat", "we like green tea", "rain falls in june", "a dog runs"]
+    responses = words + [w.upper() for w in words]
+    labels = np.array([1] * 4 + [0] * 4, np.int32)
+    enc = rm.encode_inputs(tok, responses, ["Answer in lowercase"] * 8, max_len=64)
+    batch = rm.make_batch(enc, labels, np.arange(8), buckets=(64,), pad_id=tok.pad_id)
+    opt = rm.make_optimizer(learning_rate=5e-3)
+    step_fn = rm.make_train_step(cfg, opt, mesh=mesh, rules="fsdp_tp")
+    state = rm.init_state(params, opt, step_fn.state_shardings)
+    embed = state.params["embed_tokens"]["embedding"]
+    assert embed.sharding.spec == jax.sharding.PartitionSpec("tp", "fsdp")
+    losses = []
+    for _ in range(25):
+        state, metrics = step_fn(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert embed.is_deleted()  # the input state was donated
+    assert step_fn.jitted._cache_size() == 1 and int(state.step) == 25
+    assert losses[-1] < 0.3 * losses[0] and float(metrics["accuracy"]) == 1.0, losses
+    # A weighted mean: rows of weight 0 (filler) change nothing, whatever they hold.
+    loss_fn = jax.jit(rm.rm_loss, static_argnames="cfg")
+    half = {**batch, "weight": np.array([1.0] * 4 + [0.0] * 4, np.float32)}
+    other = {k: v.copy() for k, v in half.items()}
+    other["labels"][4:] = 1 - other["labels"][4:]
+    other["input_ids"][4:] = batch["input_ids"][:4]
+    loss_half, aux = loss_fn(state.params, half, cfg=cfg)
+    assert float(aux["count"]) == 4 and float(loss_half) > 0
+    assert abs(float(loss_fn(state.params, other, cfg=cfg)[0]) - float(loss_half)) < 1e-6
+
+
+def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
+    """reward_model.train from a HF classifier dir on toy pairs: summary, orbax checkpoints,
+    resume, HF export."""
+    models.save_hf(*tiny_rm, str(tmp_path / "init"))
+    lower = Constraint("change_case:english_lowercase", {}, "Answer in lowercase")
+    rows = []
+    for i in range(12):
+        rec = Record("task", (lower,), seed=f"task {i} ", source=f"f:{i}")
+        text = f"a joke about number {i}"
+        rows.append(pairs.make_pair(lower, text, 1, level=1, record=rec, origin="t"))
+        rows.append(pairs.make_pair(lower, text.upper(), 0, level=1, record=rec, origin="t"))
+    pairs.write_pairs(rows, str(tmp_path / "pairs.jsonl"))
+    c = ml_collections.ConfigDict(dict(
+        pairs=str(tmp_path / "pairs.jsonl"), reference_data="", heldout_pairs="",
+        heldout_fraction=0.25, model="", init_from=str(tmp_path / "init"), tokenizer="", max_len=64,
+        truncation="middle", chat_template=False, batch_size=8, eval_batch_size=8, num_steps=2,
+        learning_rate=1e-3, schedule="constant", warmup_steps=1, weight_decay=0.01,
+        grad_clip=1.0, seed=0, mesh={"data": -1}, num_devices=1, sharding="fsdp",
+        workdir=str(tmp_path / "work"), checkpoint_every=1, keep_checkpoints=2,
+        export_hf=str(tmp_path / "hf"), log_every=1,
+    ))  # fmt: skip
+    summary = rm.train(c)
+    assert (summary["heldout_pairs"], summary["train_pairs"], summary["steps"]) == (6, 18, 2)
+    assert summary["heldout_hard_pairs"] == 6 and 0 <= summary["verifier_agreement"] <= 1
+    assert summary["label_verifier_agreement"] == 1.0 and summary["first_loss"] > 0
+    assert set(summary["heldout_accuracy_per_id"]) == {"change_case:english_lowercase"}
+    assert sorted(int(p.name) for p in (tmp_path / "work").iterdir() if p.name.isdigit()) == [1, 2]
+    # The checkpoint holds the trained params: the same as the HF export.
+    cfg, params, meta = rm.load_reward_model(str(tmp_path / "work"))
+    hf_cfg, hf_params = models.load_hf(str(tmp_path / "hf"))
+    assert hf_cfg == cfg and meta["step"] == 2 and meta["input"]["template"] == rm.TEMPLATE
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), jax.device_get(hf_params))
+    # A second run resumes at step 2 (nothing left to do) and scores like the first.
+    again = rm.train(c)
+    assert again["first_loss"] is None
+    assert again["heldout_accuracy"] == summary["heldout_accuracy"]
