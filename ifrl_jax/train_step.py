@@ -196,21 +196,9 @@ def init_state(
 # --------------------------------------------------------------------------------------------
 
 
-LOGPROB_CHUNK_BYTES = 256 << 20  # fp32 logits per chunk when logprob_chunk_size is None
-
-
 def logprob_chunk_size(cfg: TrainConfig, b: int, t: int) -> int:
-    """Positions per log-prob chunk: the configured one, else balanced chunks under the budget.
-
-    `models.token_logprobs` pads T up to a multiple of the chunk; taking the largest chunk under
-    the budget can pad a lot (T=256, 110-position chunks: 330 positions, +29% LM-head work), so
-    the chunk count is fixed first and T split evenly over it (3 chunks of 86: +0.8%).
-    """
-    if cfg.logprob_chunk_size:
-        return cfg.logprob_chunk_size
-    largest = max(1, LOGPROB_CHUNK_BYTES // (b * cfg.model.vocab_size * 4))
-    n = -(-t // largest)
-    return -(-t // n)
+    """Positions per log-prob chunk: the configured one, else `models.balanced_chunk`."""
+    return cfg.logprob_chunk_size or models.balanced_chunk(b, t, cfg.model.vocab_size)
 
 
 def sequence_logprobs(

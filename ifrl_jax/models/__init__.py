@@ -3,6 +3,7 @@
 from ifrl_jax.models.api import (
     abstract_params,
     apply,
+    balanced_chunk,
     forward,
     hidden_states,
     init_params,
@@ -22,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "abstract_params",
     "apply",
+    "balanced_chunk",
     "attention_mask",
     "config_from_hf",
     "config_to_hf",

@@ -140,6 +140,15 @@ def _chunk_stats(h, w, targets, with_entropy):
     return logp, lse - jnp.sum(probs * logits, axis=-1)
 
 
+def balanced_chunk(b: int, t: int, vocab: int, *, max_chunk_bytes: int = 256 << 20) -> int:
+    """Positions per log-prob chunk: the fewest chunks with B*chunk*V*4 <= max_chunk_bytes, and
+    T split evenly over them (the largest fitting chunk can pad T a lot: T=256 in chunks of 110
+    computes 330 positions; 3 balanced chunks of 86 compute 258)."""
+    largest = max(1, max_chunk_bytes // max(1, b * vocab * 4))
+    n = -(-t // largest)
+    return -(-t // n)
+
+
 def token_logprobs(
     cfg: ModelConfig,
     params: Params,
@@ -157,14 +166,14 @@ def token_logprobs(
 
     Args:
       hidden: [B, T, D] final hidden states; targets: [B, T] token ids.
-      chunk_size: positions per chunk; None picks the largest with B*chunk*V*4 <= max_chunk_bytes.
+      chunk_size: positions per chunk; None: `balanced_chunk` under max_chunk_bytes.
     Returns:
       logp [B, T] fp32, or (logp, entropy) when with_entropy.
     """
     w = lm_head_weight(cfg, params).astype(cfg.jnp_dtype)  # [D, V]
     b, t, _ = hidden.shape
     if chunk_size is None:
-        chunk_size = max(1, min(t, max_chunk_bytes // max(1, b * cfg.vocab_size * 4)))
+        chunk_size = balanced_chunk(b, t, cfg.vocab_size, max_chunk_bytes=max_chunk_bytes)
     if chunk_size >= t:
         logp, ent = _chunk_stats(hidden, w, targets, with_entropy)
     else:
