@@ -162,7 +162,8 @@ def test_two_processes_with_a_loopback_coordinator(tmp_path):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     summary = json.loads(outs[0][0].strip().splitlines()[-1])  # process 0 prints and logs
-    assert summary["steps"] == 2 and outs[1][0].strip() == ""
+    assert summary["steps"] == 2
+    assert not any(line.startswith("{") for line in outs[1][0].splitlines())  # (gloo chatter)
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert np.isfinite(rows[-1]["train/loss"])
