@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.chat_template = False
     # Optimization (upstream RM: lr 5e-6, 3 epochs, batch 8, for a 7B model).
     c.batch_size = 32
-    c.eval_batch_size = 64
+    c.eval_batch_size = 16  # rows per scoring call (on CPU, more rows leave the cache)
     c.num_steps = 150
     c.learning_rate = 1e-3
     c.schedule = "constant"  # reward_model.SCHEDULES

@@ -159,10 +159,10 @@ def encode_inputs(
 
 
 def length_buckets(max_len: int, *, smallest: int = 32) -> tuple[int, ...]:
-    """Padded lengths used for inputs: powers of two from `smallest` below max_len, then max_len."""
+    """Padded input lengths: 32, 48, 64, 96, 128, 192, ... (at most 1.5x apart), then max_len."""
     out, b = [], smallest
     while b < max_len:
-        out.append(b)
+        out += [x for x in (b, b * 3 // 2) if x < max_len]
         b *= 2
     return (*out, max_len)
 

@@ -8,6 +8,7 @@ held-out instructions). See configs/rm_tiny.py for the data, model and sharding 
 """
 
 import json
+import logging
 
 from absl import app
 from ml_collections import config_flags
@@ -20,6 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # orbax logs every checkpoint step at INFO through absl; keep its warnings only.
+    quiet = lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname
+    logging.getLogger("absl").addFilter(quiet)
     summary = reward_model.train(_CONFIG.value)
     print(json.dumps(summary))
 

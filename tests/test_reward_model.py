@@ -149,7 +149,9 @@ def test_truncation_cuts_the_response_and_keeps_the_constraint(tok, how):
 def test_batched_scoring_equals_one_by_one_and_takes_few_calls(tok, tiny_rm):
     cfg, params = tiny_rm
     # 6 inputs pad to 64 tokens, 5 to 128 (one of them cut to fit).
-    responses = ["yes " * i for i in range(1, 7)] + ["text " * (30 + 5 * i) for i in range(4)]
+    responses = ["yes " * (i % 3 + 1) for i in range(6)] + [
+        "text " * (45 + 5 * i) for i in range(4)
+    ]
     responses, constraints = responses + [LONG], [f"Constraint {i}" for i in range(11)]
     scorer = rm.RewardModelScorer(cfg, params, tok, max_len=128, batch_size=8)
     batched = scorer(responses, constraints)
