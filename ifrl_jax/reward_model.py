@@ -3,8 +3,7 @@
 A Qwen2 backbone with a 2-class head `score` on the last non-pad token (the layout of
 `transformers.Qwen2ForSequenceClassification`), trained with cross-entropy on pseudo-label pairs
 (`ifrl_jax.pairs`); P(class 1) is the soft score of a (response, constraint) pair
-(../shared/DESIGN.md, points 3-5). Letters: P pairs, B rows, T padded length, D model dim,
-C classes.
+(../shared/DESIGN.md, points 3-5). Letters: P pairs, B rows, T length, D model dim, C classes.
 
 Input: exactly the upstream template (`TEMPLATE`, double spaces included), tokenized as
 upstream's `tokenizer(text)` (no chat template, the tokenizer's own special tokens, e.g.
@@ -13,9 +12,8 @@ response is cut (its middle by default, `TRUNCATIONS`), never the constraint, an
 re-tokenized: every input is the exact tokenization of a real string. Only when template and
 constraint alone exceed `max_len` are the first tokens dropped.
 
-Pooling is HF's rule exactly: the rightmost position whose id != `cfg.pad_token_id` (position
-T - 1 when it is None; HF raises there for B > 1). With left padding that is T - 1 unless the
-text itself ends in the pad id.
+Pooling is HF's rule: the rightmost id != `cfg.pad_token_id` (T - 1 if None; HF raises there
+for B > 1); with left padding that is T - 1 unless the text itself ends in the pad id.
 """
 
 from __future__ import annotations
@@ -547,6 +545,8 @@ def train(config) -> dict[str, Any]:
     devices = jax.devices()[: config.num_devices or None]  # 0 = all
     mesh = sharding.make_mesh(dict(config.mesh), devices=devices, flag="config.mesh")
     rules = sharding.get_rules(config.sharding)
+    if config.batch_size % (ways := mesh.shape["data"] * mesh.shape["fsdp"]):
+        raise ValueError(f"config.batch_size={config.batch_size}: not a multiple of {ways} devices")
     train_rows, heldout_rows = pairs_lib.training_pairs(config)
     cfg, params = init_model(config.init_from, tokenizer=tok, preset=config.model,
                              seed=config.seed, mesh=mesh, rules=rules)  # fmt: skip
@@ -573,11 +573,11 @@ def train(config) -> dict[str, Any]:
     for step in range(int(jax.device_get(state.step)), config.num_steps):
         batch = make_batch(enc, labels, order[step], buckets=buckets, pad_id=tok.pad_id)
         state, metrics = step_fn(state, batch)
+        if not bool(metrics["is_finite"]):  # one scalar to the host per step
+            raise FloatingPointError(f"step {step}: non-finite loss/gradient {metrics}")
         last = step + 1 == config.num_steps
         if step % config.log_every == 0 or last:
             m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not m["is_finite"]:
-                raise FloatingPointError(f"step {step}: non-finite loss/gradient {m}")
             history.append((step, m["loss"], m["accuracy"]))
             logging.info("step %d loss %.4f acc %.3f grad_norm %.3f", step, m["loss"],
                          m["accuracy"], m["grad_norm"])  # fmt: skip
