@@ -25,8 +25,8 @@ def get_config():
     c.rollout.max_new_tokens = 80
     c.rollout.cache_dtype = "float32"
     c.reward.verifier_processes = 0  # in-process, in the reward thread
-    c.grpo.minibatch_prompts = 16
-    c.grpo.learning_rate = 2e-5
+    c.grpo.minibatch_prompts = 8  # 2 updates per rollout batch (old log-probs are used)
+    c.grpo.learning_rate = 1e-4
     c.grpo.kl_coef = 0.0
     c.sft.steps = 300
     c.sft.learning_rate = 2e-3
