@@ -46,7 +46,10 @@ def base() -> ml_collections.ConfigDict:
     c.reward = ml_collections.ConfigDict()
     c.reward.scale = 5.0
     c.reward.think_mode = "none"  # "required" for reasoning models
-    c.reward.soft = "exclude"
+    c.reward.soft = "exclude"  # soft constraints without a reward model: exclude/zero/error
+    c.reward.rm_path = ""  # a launch/train_rm.py workdir: its RM scores the soft constraints
+    c.reward.rm_max_len = 1024
+    c.reward.rm_batch_size = 16
     c.reward.verifier_processes = 8
     c.reward.timeout_s = 10.0
 

@@ -83,7 +83,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.reward.think_mode in verifiers.THINK_MODES, "reward.think_mode",
          f"use one of {verifiers.THINK_MODES}")  # fmt: skip
     need(config.reward.soft in ("exclude", "zero", "error"), "reward.soft",
-         "use exclude, zero or error (the reward model scorer arrives with issue 8)")  # fmt: skip
+         "use exclude, zero or error (applies when reward.rm_path is empty)")  # fmt: skip
+    if config.reward.rm_path:
+        need(os.path.isdir(config.reward.rm_path), "reward.rm_path",
+             "is not a directory (a launch/train_rm.py workdir)")  # fmt: skip
     need(config.sharding in sharding.RULES, "sharding", f"use one of {sorted(sharding.RULES)}")
     if not config.model.hf_path:
         need(config.model.preset in model_config.PRESETS, "model.preset",
@@ -235,8 +238,21 @@ def warm_start(config, cfg, params, tokenizer, mesh, rules, workdir: str):
     return state.params
 
 
-def _soft_scorer(config):
-    return None  # The reward-model scorer (issue 8) plugs in here.
+def _soft_scorer(config, mesh, rules):
+    """The reward model as the soft-constraint scorer (config.reward.rm_path), or None."""
+    if not config.reward.rm_path:
+        return None
+    from ifrl_jax import reward_model
+
+    cfg, params, meta = reward_model.load_reward_model(
+        config.reward.rm_path, mesh=mesh, rules=rules
+    )
+    tok = tokenizer_lib.load_tokenizer(meta.get("tokenizer") or tokenizer_lib.TINY_TOKENIZER_DIR)
+    encode = {k: v for k, v in meta.get("input", {}).items() if k != "template"}
+    encode.setdefault("max_len", config.reward.rm_max_len)
+    return reward_model.RewardModelScorer(
+        cfg, params, tok, batch_size=config.reward.rm_batch_size, mesh=mesh, rules=rules, **encode
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +320,7 @@ def train(config: ml_collections.ConfigDict) -> dict:
             if config.reward.verifier_processes else None)  # fmt: skip
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reward")
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    soft_scorer = _soft_scorer(config)
+    soft_scorer = _soft_scorer(config, mesh, rules)
     score = lambda recs, texts: rewards.score(
         recs, texts, think_mode=config.reward.think_mode, scale=config.reward.scale,
         soft_scorer=soft_scorer, soft=config.reward.soft, pool=pool,

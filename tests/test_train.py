@@ -168,3 +168,29 @@ def test_two_processes_with_a_loopback_coordinator(tmp_path):
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert np.isfinite(rows[-1]["train/loss"])
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["2"]
+
+
+def test_reward_model_scores_the_soft_constraints(tmp_path):
+    """An RM trained by launch/train_rm.py's library call plugs into the GRPO reward."""
+    from configs import rm_tiny
+    from ifrl_jax import records, reward_model, rewards, sharding
+
+    rm = rm_tiny.get_config()
+    rm.workdir, rm.num_steps, rm.checkpoint_every = str(tmp_path / "rm"), 2, 2
+    reward_model.train(rm)
+    config = tiny_config(tmp_path / "grpo", **{"reward.rm_path": str(tmp_path / "rm")})
+    train.validate(config)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    scorer = train._soft_scorer(config, mesh, sharding.get_rules(config.sharding))
+    soft = records.Constraint("situation:role_play", {}, "Respond as a pirate")
+    hard = records.Constraint("punctuation:no_comma", {}, "Do not use commas")
+    rec = records.Record(
+        prompt="Hi. Respond as a pirate. Do not use commas. ", constraints=(soft, hard)
+    )
+    texts = ["Arr matey I be sailing", "Hello, friend"]
+    probs = scorer(texts, [soft.text, soft.text])
+    assert probs.shape == (2,) and np.all((probs > 0) & (probs < 1))
+    result = rewards.score([rec, rec], texts, soft_scorer=scorer)
+    np.testing.assert_allclose(result.scores[:, 0], probs, rtol=1e-6)
+    np.testing.assert_array_equal(result.scores[:, 1], [1.0, 0.0])
+    np.testing.assert_allclose(result.rewards, 5.0 * (probs + np.array([1.0, 0.0])) / 2, rtol=1e-6)
