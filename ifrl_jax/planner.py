@@ -309,7 +309,7 @@ def matmul_flops(jaxpr, *, while_trips: int = 1) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _memory(lowered, compile_: bool) -> dict[str, int] | None:
+def _memory(lowered, compile_: bool = True) -> dict[str, int] | None:
     if not compile_:
         return None
     stats = lowered.compile().memory_analysis()
@@ -350,6 +350,45 @@ def _flash_fit(temps: Sequence[int], seq: int) -> tuple[int, int]:
     a, b, c = np.linalg.solve(np.stack([np.ones(3), t, t * t], 1), np.asarray(temps, np.float64))
     quad = int(round(c * seq * seq))
     return max(0, int(temps[0]) - quad), quad
+
+
+def _train_memory(pc: PlanConfig, mesh, rules, rows, micro, seq, *, measure: bool) -> dict:
+    """FLOPs, batch bytes and temporaries of the train step (flash: the T^2 term removed)."""
+    _, batch, traced = _train_program(pc, mesh, rules, rows, micro, seq)
+    out = {"flops": matmul_flops(traced.jaxpr), "batch": bytes_per_device(batch), "temp": None}
+    out["sources"] = {}
+    if not measure:
+        return out
+    mem = _memory(traced.lower(), True)
+    out["argument_bytes_measured"] = mem["argument"]
+    out["temp"] = mem["temp"]
+    out["sources"]["train_temp"] = "measured: XLA CPU memory_analysis of the compiled train step"
+    if pc.flash:
+        temps = [mem["temp"]]
+        for f in _FIT_FRACTIONS[1:]:
+            short = _train_program(pc, mesh, rules, rows, micro, int(seq * f))[2]
+            temps.append(_memory(short.lower(), True)["temp"])
+        out["temp"], out["attention_scores_bytes_estimate"] = _flash_fit(temps, seq)
+        out["train_temp_xla_attention_bytes_measured"] = temps[0]
+        out["sources"]["train_temp"] = "estimate: compiled at T, T/2, T/4, T^2 term removed"
+    return out
+
+
+def _sampler_memory(pc: PlanConfig, cfg, mesh, rules, prompts: int, *, measure: bool) -> dict:
+    """Worst-case FLOPs and temporaries (KV cache included) of one sampler call."""
+    traced = _sampler_program(pc, cfg, mesh, rules, prompts, pc.prompt_len, pc.response_len)
+    out = {"flops": matmul_flops(traced.jaxpr, while_trips=pc.response_len - 1), "temp": None}
+    out["sources"] = {}
+    if not measure:
+        return out
+    if pc.flash:  # a 32-token prompt bucket, same cache length: negligible prefill scores
+        seq = pc.prompt_len + pc.response_len
+        traced = _sampler_program(pc, cfg, mesh, rules, prompts, 32, seq - 32)
+        out["sources"]["sampler_temp"] = "estimate: compiled with a 32-token prompt, same cache"
+    else:
+        out["sources"]["sampler_temp"] = "measured: XLA CPU memory_analysis of the sampler"
+    out["temp"] = _memory(traced.lower(), True)["temp"]
+    return out
 
 
 def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
@@ -400,48 +439,31 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         "optimizer_bytes_per_device": opt_b, "reference_bytes_per_device": ref_b,
     }  # fmt: skip
 
-    # The train step: traced for FLOPs, compiled for its temporaries.
-    _, batch, traced = _train_program(pc, mesh, rules, rows, micro, seq)
-    update_flops = matmul_flops(traced.jaxpr)
-    skip = persistent > usable  # cannot fit whatever the temporaries: do not compile
-    mem = _memory(traced.lower(), pc.compile and not skip)
-    batch_b = bytes_per_device(batch)
-    train_temp = mem["temp"] if mem else None
-    if mem:
-        sources["train_temp"] = "measured: XLA CPU memory_analysis of the compiled train step"
-        out["argument_bytes_measured"] = mem["argument"]
-        if pc.flash:
-            temps = [train_temp]
-            for f in _FIT_FRACTIONS[1:]:
-                short = _train_program(pc, mesh, rules, rows, micro, int(seq * f))[2]
-                temps.append(_memory(short.lower(), True)["temp"])
-            train_temp, out["attention_scores_bytes_estimate"] = _flash_fit(temps, seq)
-            out["train_temp_xla_attention_bytes"] = temps[0]
-            sources["train_temp"] = "estimate: compiled at T, T/2, T/4, T^2 term removed"
-    out["train_temp_bytes_per_device"] = train_temp
-    out["activations_bytes_per_device"] = None if mem is None else max(0, train_temp - grads_b)
-    sources["activations"] = "train_temp - gradients"
-
-    # The sampler: KV cache from shardings, the program compiled for its temporaries.
+    # The programs: traced for FLOPs, compiled for their temporaries (not when hopeless).
+    skip = persistent > usable
+    measure = pc.compile and not skip
+    train = _train_memory(pc, mesh, rules, rows, micro, seq, measure=measure)
+    train_temp = train["temp"]
     prompts = pc.sample_prompts or pc.prompts_per_batch
+    sampler = _sampler_memory(pc, cfg, mesh, rules, prompts, measure=measure)
+    sources.update(**train["sources"], **sampler["sources"])
+    sources["activations"] = "train_temp - gradients"
+    sources["kv_cache"] = "shardings of the sampler's cache [L, R, S, K, H]"
     kv_b = kv_cache_bytes(
         cfg, mesh, rules, rows=prompts * pc.n, slots=seq, cache_dtype=pc.cache_dtype
     )
-    out["kv_cache_bytes_per_device"] = kv_b
-    sources["kv_cache"] = "shardings of the sampler's cache [L, R, S, K, H]"
-    sampler = _sampler_program(pc, cfg, mesh, rules, prompts, pc.prompt_len, pc.response_len)
-    rollout_flops = matmul_flops(sampler.jaxpr, while_trips=pc.response_len - 1)
-    sample_temp = None
-    if pc.compile and not skip:
-        if pc.flash:  # a 32-token prompt bucket, same cache length: negligible prefill scores
-            short = _sampler_program(pc, cfg, mesh, rules, prompts, 32, seq - 32)
-            sample_temp = _memory(short.lower(), True)["temp"]
-            sources["sampler_temp"] = "estimate: compiled with a 32-token prompt, same cache"
-        else:
-            sample_temp = _memory(sampler.lower(), True)["temp"]
-            sources["sampler_temp"] = "measured: XLA CPU memory_analysis of the sampler"
-    out["sampler_temp_bytes_per_device"] = sample_temp
+    out.update({k: v for k, v in train.items() if k.endswith("_measured") or "estimate" in k})
+    out.update({
+        "train_temp_bytes_per_device": train_temp,
+        "activations_bytes_per_device": None if train_temp is None
+        else max(0, train_temp - grads_b),
+        "kv_cache_bytes_per_device": kv_b,
+        "sampler_temp_bytes_per_device": sampler["temp"],
+    })  # fmt: skip
     ids_b = 2 * prompts * pc.prompt_len * 4 // ways
+    sample_temp = sampler["temp"]
+    batch_b = train["batch"]
+    out["argument_bytes_planned"] = params_b + opt_b + batch_b  # == measured: a cross-check
 
     # Peak: persistent state + the larger phase.
     train_phase = batch_b + (train_temp if train_temp is not None else 0)
@@ -453,12 +475,12 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         "train_phase_bytes_per_device": persistent + train_phase,
         "rollout_phase_bytes_per_device": persistent + rollout_phase,
         "total_bytes_per_device": total, "capacity_bytes": capacity, "usable_bytes": usable,
-        "fits": fits(total, pc.accelerator, headroom=pc.headroom) if mem or skip else None,
-        "measured": mem is not None,
-        "flops_per_update": update_flops, "flops_per_update_6nt": 6 * cfg.num_params() * tokens,
-        "rollout_flops_max": rollout_flops, "updates_per_rollout_batch": updates,
-        "update_seconds_at_peak": update_flops / (need * peak),
-        "rollout_seconds_at_peak": rollout_flops * (pc.prompts_per_batch // prompts)
+        "fits": fits(total, pc.accelerator, headroom=pc.headroom) if measure or skip else None,
+        "measured": measure,
+        "flops_per_update": train["flops"], "flops_per_update_6nt": 6 * cfg.num_params() * tokens,
+        "rollout_flops_max": sampler["flops"], "updates_per_rollout_batch": updates,
+        "update_seconds_at_peak": train["flops"] / (need * peak),
+        "rollout_seconds_at_peak": sampler["flops"] * (pc.prompts_per_batch // prompts)
         / (need * peak),
         "seconds": round(time.time() - t0, 1), "sources": sources,
     })  # fmt: skip
@@ -501,7 +523,12 @@ def format_plan(p: dict[str, Any]) -> str:
     lines = [head, f"{'per device':<30} {'GiB':>8}  source", "-" * 78]
     for label, key, src in rows:
         lines.append(f"{label:<30} {_gib(p.get(key))}  {p['sources'].get(src, '') if src else ''}")
-    verdict = "fits" if p["fits"] else "does NOT fit"
+    if "argument_bytes_measured" in p:
+        lines.append(
+            f"XLA's argument bytes {_gib(p['argument_bytes_measured']).strip()} GiB = planned "
+            f"params + optimizer + batch {_gib(p['argument_bytes_planned']).strip()} GiB"
+        )
+    verdict = {True: "fits", False: "does NOT fit", None: "not decided"}[p["fits"]]
     lines += [
         "-" * 78,
         f"{p['accelerator']}: {_gib(p['usable_bytes']).strip()} GiB usable of "
