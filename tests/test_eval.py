@@ -176,3 +176,26 @@ def test_load_policy_from_checkpoint(tiny_hf, tmp_path):
         evaluate.load_policy(checkpoint=str(workdir), preset="tiny", mesh=mesh, rules="fsdp")
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         evaluate.load_policy(checkpoint=str(tmp_path), mesh=mesh, rules="fsdp")
+
+
+def test_think_mode_judges_the_answer_after_the_think_block(tmp_path):
+    path = _write(
+        tmp_path / "p.jsonl",
+        [
+            {
+                "key": 1,
+                "prompt": "A",
+                "instruction_id_list": ["punctuation:no_comma"],
+                "kwargs": [{}],
+            }
+        ],
+    )
+    prompts = ifeval.read_prompts(path)
+    texts = ["<think>a, b</think>\n\nno commas here", "no think block at all"]
+    summary, _ = evaluate.evaluate_ifeval(
+        prompts, texts, n=2, output_dir=str(tmp_path), think_mode="required"
+    )
+    assert summary["prompt_strict"] == 1.0  # sample 0: judged after </think>
+    assert summary["pass@1_strict"] == 0.5  # sample 1: no closing tag fails
+    assert _jsonl(tmp_path / "responses.jsonl")[0]["response"] == texts[0]  # raw output kept
+    assert _jsonl(tmp_path / "responses_answer.jsonl")[0]["response"] == "no commas here"
