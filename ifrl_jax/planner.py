@@ -16,12 +16,13 @@ the training run executes, lowered and compiled ahead of time on fake CPU device
 * KV cache: the sampler's cache layout ([L, R, S, K, H], `sampling._CACHE_AXES`) under the
   rules, from shard shapes. Exact. The sampler itself is compiled too (its temporaries hold the
   cache, the prefill and the decode state).
-* Attention: the real program materialises [N, T, S] scores on CPU and TPU (XLA attention) but
-  runs cuDNN flash attention on GPU (`attention_impl="auto"` with bf16). With
-  `attention="flash"` (the default for GPU accelerators) the train step is also compiled at T/2
-  and T/4 and the T^2 term of the fit a + b T + c T^2 is removed, and the sampler is compiled
-  with a 32-token prompt bucket and the same cache length (so its prefill scores are negligible).
-  Both are estimates and labelled so.
+* Attention: compiled on CPU, the program runs XLA attention, which materialises the [N, T, S]
+  scores (as it does on TPU); on GPU `attention_impl="auto"` runs cuDNN flash attention, which
+  does not. The headline numbers (`total_bytes_per_device`, `fits`) are the measured XLA-attention
+  ones, an upper bound for GPUs. With `attention="flash"` a second, labelled estimate is added:
+  train-step temporaries extrapolated linearly to T from compiles at T/8 and T/4 (where the
+  scores are small), sampler temporaries from a compile with a 32-token prompt bucket and the
+  same cache length, and `fits_flash_estimate` from those.
 * FLOPs: XLA's `cost_analysis()` counts a while/scan body once (layers, micro-batches and
   log-prob chunks are loops here), so FLOPs are counted on the jaxpr of the real programs
   instead: every `dot_general`, multiplied by its enclosing scan lengths (matmul FLOPs only;
@@ -40,7 +41,6 @@ from typing import Any
 import jax
 import jax.extend
 import jax.numpy as jnp
-import numpy as np
 
 from ifrl_jax import models, sampling, sharding
 from ifrl_jax import train_step as ts
@@ -54,7 +54,7 @@ ACCELERATORS: dict[str, tuple[int, float]] = {
     "tpu-v5e": (16 * GiB, 197e12),
     "tpu-v5p": (95 * GiB, 459e12),
 }
-_FIT_FRACTIONS = (1.0, 0.5, 0.25)  # sequence lengths of the flash-attention fit (times T)
+_SHORT = (8, 4)  # the flash estimate compiles the train step at T/8 and T/4
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,11 +101,6 @@ def parse_meshes(spec: str, *, flag: str = "meshes") -> list[dict[str, int]]:
     return meshes
 
 
-def mesh_size(shape: dict[str, int]) -> int:
-    """Devices a fully specified mesh shape needs."""
-    return math.prod(shape.values())
-
-
 def mesh_name(shape: dict[str, int]) -> str:
     return ",".join(f"{a}:{shape[a]}" for a in sharding.MESH_AXES if shape.get(a, 1) != 1) or "1"
 
@@ -136,7 +131,7 @@ class PlanConfig:
     dtype: str = "bfloat16"
     cache_dtype: str = "bfloat16"
     kl_coef: float = 0.01  # > 0: a reference copy of the params lives on the devices
-    attention: str = "auto"  # "xla" (measured) | "flash" (estimate) | "auto": flash on GPUs
+    attention: str = "xla"  # "xla": measured only | "flash": also the flash-attention estimate
     headroom: float = 0.9  # usable fraction of device memory (allocator, fragmentation, runtime)
     compile: bool = True  # False: lower only; temporaries are then not measured
 
@@ -146,11 +141,9 @@ class PlanConfig:
 
     @property
     def flash(self) -> bool:
-        if self.attention not in ("auto", "xla", "flash"):
-            raise ValueError(f"--attention={self.attention!r}: use auto, xla or flash")
-        return self.attention == "flash" or (
-            self.attention == "auto" and not self.accelerator.startswith("tpu")
-        )
+        if self.attention not in ("xla", "flash"):
+            raise ValueError(f"--attention={self.attention!r}: use xla or flash")
+        return self.attention == "flash"
 
     def model_config(self, **kw) -> models.ModelConfig:
         return models.get_preset(
@@ -199,11 +192,8 @@ def bytes_per_device(tree) -> int:
 
     Every device holds the same amount under these (evenly dividing) shardings.
     """
-    total = 0
-    for x in jax.tree.leaves(tree):
-        shard = x.sharding.shard_shape(x.shape)
-        total += math.prod(shard) * jnp.dtype(x.dtype).itemsize
-    return int(total)
+    leaves = jax.tree.leaves(tree)
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in leaves)
 
 
 def _with_shardings(abstract, shardings):
@@ -309,16 +299,10 @@ def matmul_flops(jaxpr, *, while_trips: int = 1) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _memory(lowered, compile_: bool = True) -> dict[str, int] | None:
-    if not compile_:
-        return None
+def _memory(lowered) -> dict[str, int]:
+    """Compiles and returns XLA's per-device argument and temporary bytes."""
     stats = lowered.compile().memory_analysis()
-    return {
-        "argument": int(stats.argument_size_in_bytes),
-        "temp": int(stats.temp_size_in_bytes),
-        "output": int(stats.output_size_in_bytes),
-        "alias": int(stats.alias_size_in_bytes),
-    }
+    return {"argument": int(stats.argument_size_in_bytes), "temp": int(stats.temp_size_in_bytes)}
 
 
 def _train_program(pc: PlanConfig, mesh, rules, rows: int, micro: int, seq: int):
@@ -326,8 +310,7 @@ def _train_program(pc: PlanConfig, mesh, rules, rows: int, micro: int, seq: int)
     step = ts.make_train_step(tcfg, mesh, rules)
     updates = pc.ppo_epochs * (pc.prompts_per_batch // pc.minibatch_prompts)
     batch = abstract_batch(rows, seq, mesh, old_logp=updates > 1, ref_logp=pc.kl_coef != 0)
-    traced = step.jitted.trace(abstract_state(tcfg, mesh, rules), batch)
-    return tcfg, batch, traced
+    return batch, step.jitted.trace(abstract_state(tcfg, mesh, rules), batch)
 
 
 def _sampler_program(pc: PlanConfig, cfg, mesh, rules, prompts: int, prompt_len: int, new: int):
@@ -344,33 +327,24 @@ def _sampler_program(pc: PlanConfig, cfg, mesh, rules, prompts: int, prompt_len:
     )  # fmt: skip
 
 
-def _flash_fit(temps: Sequence[int], seq: int) -> tuple[int, int]:
-    """(temp without the T^2 term, the T^2 term) from temps at T, T/2, T/4."""
-    t = np.asarray([seq * f for f in _FIT_FRACTIONS], np.float64)
-    a, b, c = np.linalg.solve(np.stack([np.ones(3), t, t * t], 1), np.asarray(temps, np.float64))
-    quad = int(round(c * seq * seq))
-    return max(0, int(temps[0]) - quad), quad
+def _extrapolate(t8: int, t4: int, seq: int, ceiling: int) -> int:
+    """Temporaries at T from those at T/8 and T/4 (linear), at most the measured `ceiling`."""
+    slope = (t4 - t8) / (seq / 4 - seq / 8)
+    return int(min(ceiling, max(t4, t4 + slope * (seq - seq / 4))))
 
 
 def _train_memory(pc: PlanConfig, mesh, rules, rows, micro, seq, *, measure: bool) -> dict:
-    """FLOPs, batch bytes and temporaries of the train step (flash: the T^2 term removed)."""
-    _, batch, traced = _train_program(pc, mesh, rules, rows, micro, seq)
+    """FLOPs, batch bytes and temporaries of the train step (+ the flash estimate)."""
+    batch, traced = _train_program(pc, mesh, rules, rows, micro, seq)
     out = {"flops": matmul_flops(traced.jaxpr), "batch": bytes_per_device(batch), "temp": None}
-    out["sources"] = {}
     if not measure:
         return out
-    mem = _memory(traced.lower(), True)
-    out["argument_bytes_measured"] = mem["argument"]
-    out["temp"] = mem["temp"]
-    out["sources"]["train_temp"] = "measured: XLA CPU memory_analysis of the compiled train step"
+    mem = _memory(traced.lower())
+    out.update(argument=mem["argument"], temp=mem["temp"])
     if pc.flash:
-        temps = [mem["temp"]]
-        for f in _FIT_FRACTIONS[1:]:
-            short = _train_program(pc, mesh, rules, rows, micro, int(seq * f))[2]
-            temps.append(_memory(short.lower(), True)["temp"])
-        out["temp"], out["attention_scores_bytes_estimate"] = _flash_fit(temps, seq)
-        out["train_temp_xla_attention_bytes_measured"] = temps[0]
-        out["sources"]["train_temp"] = "estimate: compiled at T, T/2, T/4, T^2 term removed"
+        t8, t4 = (_memory(_train_program(pc, mesh, rules, rows, micro, seq // k)[1].lower())
+                  for k in _SHORT)  # fmt: skip
+        out["flash"] = _extrapolate(t8["temp"], t4["temp"], seq, mem["temp"])
     return out
 
 
@@ -378,16 +352,13 @@ def _sampler_memory(pc: PlanConfig, cfg, mesh, rules, prompts: int, *, measure: 
     """Worst-case FLOPs and temporaries (KV cache included) of one sampler call."""
     traced = _sampler_program(pc, cfg, mesh, rules, prompts, pc.prompt_len, pc.response_len)
     out = {"flops": matmul_flops(traced.jaxpr, while_trips=pc.response_len - 1), "temp": None}
-    out["sources"] = {}
     if not measure:
         return out
+    out["temp"] = _memory(traced.lower())["temp"]
     if pc.flash:  # a 32-token prompt bucket, same cache length: negligible prefill scores
         seq = pc.prompt_len + pc.response_len
-        traced = _sampler_program(pc, cfg, mesh, rules, prompts, 32, seq - 32)
-        out["sources"]["sampler_temp"] = "estimate: compiled with a 32-token prompt, same cache"
-    else:
-        out["sources"]["sampler_temp"] = "measured: XLA CPU memory_analysis of the sampler"
-    out["temp"] = _memory(traced.lower(), True)["temp"]
+        short = _sampler_program(pc, cfg, mesh, rules, prompts, 32, seq - 32)
+        out["flash"] = min(out["temp"], _memory(short.lower())["temp"])
     return out
 
 
@@ -404,7 +375,7 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     shape = pc.mesh_shape
     if any(s == -1 for s in shape.values()):
         raise ValueError(f"--mesh={mesh_name(shape)}: give every axis size (no -1) to plan")
-    need = mesh_size(shape)
+    need = math.prod(shape.values())
     pool = list(jax.devices() if devices is None else devices)
     if need > len(pool):
         raise ValueError(
@@ -434,50 +405,54 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         "model": pc.model, "num_params": cfg.num_params(), "mesh": mesh_name(shape),
         "devices": need, "sharding": pc.sharding, "accelerator": pc.accelerator,
         "seq_len": seq, "minibatch_rows": rows, "micro_batches": micro,
-        "rows_per_micro_batch": rows // micro, "attention": "flash" if pc.flash else "xla",
+        "rows_per_micro_batch": rows // micro, "attention": pc.attention,
         "params_bytes_per_device": params_b, "gradients_bytes_per_device": grads_b,
         "optimizer_bytes_per_device": opt_b, "reference_bytes_per_device": ref_b,
+        "capacity_bytes": capacity, "usable_bytes": usable,
     }  # fmt: skip
 
     # The programs: traced for FLOPs, compiled for their temporaries (not when hopeless).
     skip = persistent > usable
     measure = pc.compile and not skip
     train = _train_memory(pc, mesh, rules, rows, micro, seq, measure=measure)
-    train_temp = train["temp"]
     prompts = pc.sample_prompts or pc.prompts_per_batch
     sampler = _sampler_memory(pc, cfg, mesh, rules, prompts, measure=measure)
-    sources.update(**train["sources"], **sampler["sources"])
-    sources["activations"] = "train_temp - gradients"
-    sources["kv_cache"] = "shardings of the sampler's cache [L, R, S, K, H]"
     kv_b = kv_cache_bytes(
         cfg, mesh, rules, rows=prompts * pc.n, slots=seq, cache_dtype=pc.cache_dtype
     )
-    out.update({k: v for k, v in train.items() if k.endswith("_measured") or "estimate" in k})
+    ids_b = 2 * prompts * pc.prompt_len * 4 // ways
+    sources.update(
+        activations="train_temp - gradients",
+        kv_cache="shardings of the sampler's cache [L, R, S, K, H]",
+        train_temp="measured: XLA CPU memory_analysis of the compiled train step",
+        sampler_temp="measured: XLA CPU memory_analysis of the compiled sampler",
+    )  # fmt: skip
+    if measure:
+        out["argument_bytes_measured"] = train["argument"]
+        out["argument_bytes_planned"] = params_b + opt_b + train["batch"]  # equal: a check
+    out.update(_totals(persistent, train["batch"] + (train["temp"] or 0),
+                       ids_b + (sampler["temp"] or kv_b), pc))  # fmt: skip
     out.update({
-        "train_temp_bytes_per_device": train_temp,
-        "activations_bytes_per_device": None if train_temp is None
-        else max(0, train_temp - grads_b),
+        "train_temp_bytes_per_device": train["temp"],
+        "activations_bytes_per_device": None if train["temp"] is None
+        else max(0, train["temp"] - grads_b),
         "kv_cache_bytes_per_device": kv_b,
         "sampler_temp_bytes_per_device": sampler["temp"],
     })  # fmt: skip
-    ids_b = 2 * prompts * pc.prompt_len * 4 // ways
-    sample_temp = sampler["temp"]
-    batch_b = train["batch"]
-    out["argument_bytes_planned"] = params_b + opt_b + batch_b  # == measured: a cross-check
-
-    # Peak: persistent state + the larger phase.
-    train_phase = batch_b + (train_temp if train_temp is not None else 0)
-    rollout_phase = ids_b + (sample_temp if sample_temp is not None else kv_b)
-    total = persistent + max(train_phase, rollout_phase)
+    if "flash" in train:
+        flash = _totals(persistent, train["batch"] + train["flash"], ids_b + sampler["flash"], pc)
+        out.update({f"{k}_flash_estimate": v for k, v in flash.items()})
+        out["train_temp_bytes_per_device_flash_estimate"] = train["flash"]
+        out["sampler_temp_bytes_per_device_flash_estimate"] = sampler["flash"]
+        sources["flash_estimate"] = (
+            "estimate: train temporaries extrapolated from T/8 and T/4; sampler compiled with a "
+            "32-token prompt"
+        )
     updates = pc.ppo_epochs * (pc.prompts_per_batch // pc.minibatch_prompts)
-    tokens = rows * seq
     out.update({
-        "train_phase_bytes_per_device": persistent + train_phase,
-        "rollout_phase_bytes_per_device": persistent + rollout_phase,
-        "total_bytes_per_device": total, "capacity_bytes": capacity, "usable_bytes": usable,
-        "fits": fits(total, pc.accelerator, headroom=pc.headroom) if measure or skip else None,
-        "measured": measure,
-        "flops_per_update": train["flops"], "flops_per_update_6nt": 6 * cfg.num_params() * tokens,
+        "fits": out["fits"] if measure or skip else None, "measured": measure,
+        "flops_per_update": train["flops"],
+        "flops_per_update_6nt": 6 * cfg.num_params() * rows * seq,
         "rollout_flops_max": sampler["flops"], "updates_per_rollout_batch": updates,
         "update_seconds_at_peak": train["flops"] / (need * peak),
         "rollout_seconds_at_peak": sampler["flops"] * (pc.prompts_per_batch // prompts)
@@ -489,6 +464,17 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     elif not pc.compile:
         out["note"] = "--nocompile: temporaries not measured, fits is not decided"
     return out
+
+
+def _totals(persistent: int, train_phase: int, rollout_phase: int, pc: PlanConfig) -> dict:
+    """The phases' peaks, the job's peak (the larger phase) and whether it fits."""
+    total = persistent + max(train_phase, rollout_phase)
+    return {
+        "train_phase_bytes_per_device": persistent + train_phase,
+        "rollout_phase_bytes_per_device": persistent + rollout_phase,
+        "total_bytes_per_device": total,
+        "fits": fits(total, pc.accelerator, headroom=pc.headroom),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,6 +500,13 @@ def format_plan(p: dict[str, Any]) -> str:
         ("train phase peak", "train_phase_bytes_per_device", None),
         ("rollout phase peak", "rollout_phase_bytes_per_device", None),
         ("total (peak)", "total_bytes_per_device", None),
+        (
+            "train temporaries, flash",
+            "train_temp_bytes_per_device_flash_estimate",
+            "flash_estimate",
+        ),
+        ("sampler temporaries, flash", "sampler_temp_bytes_per_device_flash_estimate", None),
+        ("total (peak), flash", "total_bytes_per_device_flash_estimate", None),
     ]
     head = (
         f"{p['model']} ({p['num_params'] / 1e9:.2f}B) on {p['mesh']} ({p['devices']} devices), "
@@ -522,6 +515,8 @@ def format_plan(p: dict[str, Any]) -> str:
     )
     lines = [head, f"{'per device':<30} {'GiB':>8}  source", "-" * 78]
     for label, key, src in rows:
+        if key not in p:
+            continue
         lines.append(f"{label:<30} {_gib(p.get(key))}  {p['sources'].get(src, '') if src else ''}")
     if "argument_bytes_measured" in p:
         lines.append(
@@ -532,11 +527,14 @@ def format_plan(p: dict[str, Any]) -> str:
     lines += [
         "-" * 78,
         f"{p['accelerator']}: {_gib(p['usable_bytes']).strip()} GiB usable of "
-        f"{_gib(p['capacity_bytes']).strip()} -> {verdict}" + (f" ({p['note']})" if "note" in p
-                                                                  else ""),
+        f"{_gib(p['capacity_bytes']).strip()} -> {verdict} (XLA attention, measured)"
+        + (f" ({p['note']})" if "note" in p else ""),
         f"FLOPs per update {p['flops_per_update']:.3e} (jaxpr matmuls; 6NT "
         f"{p['flops_per_update_6nt']:.3e}), {p['updates_per_rollout_batch']} updates per rollout "
         f"batch; rollout <= {p['rollout_flops_max']:.3e} per sampler call",
+        *([f"with flash attention (estimate): "
+           f"{'fits' if p['fits_flash_estimate'] else 'does NOT fit'}"]
+          if "fits_flash_estimate" in p else []),
         f"at peak bf16 FLOP/s: {p['update_seconds_at_peak']:.1f} s per update, "
         f"{p['rollout_seconds_at_peak']:.1f} s per rollout batch (lower bounds)",
     ]  # fmt: skip
@@ -575,19 +573,24 @@ def sweep(
 
 
 def format_sweep(results: Sequence[dict[str, Any]]) -> str:
-    """One line per (mesh, preset): the main per-device terms in GiB and the verdict."""
+    """One line per (mesh, preset): the main per-device terms in GiB and the verdicts."""
     keys = ("params_bytes_per_device", "optimizer_bytes_per_device", "reference_bytes_per_device",
             "train_temp_bytes_per_device", "kv_cache_bytes_per_device",
-            "sampler_temp_bytes_per_device", "total_bytes_per_device")  # fmt: skip
+            "sampler_temp_bytes_per_device", "total_bytes_per_device",
+            "total_bytes_per_device_flash_estimate")  # fmt: skip
+    yes = {True: "yes", False: "no", None: "-"}
     lines = [
-        f"{'mesh':<14} {'sharding':<10} {'params':>8} {'optim':>8} {'ref':>8} {'train':>8} "
-        f"{'kv':>8} {'sampler':>8} {'total':>8}  fits",
-        "-" * 100,
+        f"{'mesh':<20} {'sharding':<10} {'params':>8} {'optim':>8} {'ref':>8} {'train':>8} "
+        f"{'kv':>8} {'sampler':>8} {'total':>8} {'flash':>8}  fits  fits(flash)",
+        "-" * 118,
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"{r['mesh']:<14} {r['sharding']:<10} n/a: {r['error'][:70]}")
+            lines.append(f"{r['mesh']:<20} {r['sharding']:<10} n/a: {r['error'][:86]}")
             continue
         cells = " ".join(_gib(r.get(k)) for k in keys)
-        lines.append(f"{r['mesh']:<14} {r['sharding']:<10} {cells}  {'yes' if r['fits'] else 'no'}")
+        lines.append(
+            f"{r['mesh']:<20} {r['sharding']:<10} {cells}  {yes[r['fits']]:<4}  "
+            f"{yes[r.get('fits_flash_estimate')]}"
+        )
     return "\n".join(lines)

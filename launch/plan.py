@@ -22,7 +22,8 @@ _SHARDING = flags.DEFINE_string("sharding", "fsdp", "Sharding preset (ifrl_jax.s
 _ACCEL = flags.DEFINE_string(
     "accelerator", "a100-80gb", "a100-40gb|a100-80gb|h100-80gb|tpu-v5e|tpu-v5p"
 )
-_SWEEP = flags.DEFINE_boolean("sweep", False, "Plan every sharding preset over --meshes.")
+_SWEEP = flags.DEFINE_boolean("sweep", False, "Plan every --presets entry over --meshes.")
+_PRESETS = flags.DEFINE_string("presets", "replicated,fsdp,tp,fsdp_tp", "Presets for --sweep.")
 _MESHES = flags.DEFINE_string(
     "meshes",
     "fsdp:8;fsdp:16;fsdp:24;fsdp:4,tp:2;fsdp:8,tp:2;fsdp:12,tp:2",
@@ -45,7 +46,7 @@ _STR = {
     "param_dtype": ("float32", "Param (and Adam moment) dtype."),
     "dtype": ("bfloat16", "Compute dtype."),
     "cache_dtype": ("bfloat16", "KV cache dtype."),
-    "attention": ("auto", "xla (measured) | flash (estimate) | auto: flash on GPUs."),
+    "attention": ("xla", "xla: measured only | flash: also the cuDNN flash-attention estimate."),
 }
 for _name, (_default, _help) in _STR.items():
     flags.DEFINE_string(_name, _default, _help)
@@ -76,7 +77,9 @@ def main(argv: list[str]) -> None:
         )  # fmt: skip
         if _SWEEP.value:
             show = lambda r: print(planner.format_sweep([r]).splitlines()[-1], flush=True)
-            results = planner.sweep(pc, planner.parse_meshes(_MESHES.value), progress=show)
+            presets = _PRESETS.value.split(",")
+            meshes = planner.parse_meshes(_MESHES.value)
+            results = planner.sweep(pc, meshes, presets, progress=show)
             print(planner.format_sweep(results))
             print(json.dumps({"sweep": results}))
         else:
