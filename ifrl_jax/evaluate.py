@@ -247,12 +247,14 @@ def load_policy(
     fields["scan_layers"] = "layers" in shapes
     cfg = _checkpoint_model_config(workdir, preset, **fields)
     abstract = models.abstract_params(cfg)
-    want = jax.tree.map(lambda a: tuple(a.shape), abstract)
-    if want != shapes:
+    want = {k: tuple(a.shape) for k, a in jax.tree_util.tree_leaves_with_path(abstract)}
+    saved = dict(jax.tree_util.tree_leaves_with_path(shapes, is_leaf=lambda x: type(x) is tuple))
+    if want != saved:
+        key = min(set(want) ^ set(saved) or {k for k in want if want[k] != saved[k]}, key=str)
         raise ValueError(
-            f"--checkpoint={checkpoint}: the model config does not match the saved params "
-            f"(e.g. vocab {want.get('embed_tokens')} vs {shapes.get('embed_tokens')}); fix "
-            "--preset/--overrides"
+            f"--checkpoint={checkpoint}: the model config does not match the saved params at "
+            f"{jax.tree_util.keystr(key)} (config {want.get(key)}, checkpoint {saved.get(key)}); "
+            "fix --preset/--overrides"
         )
     item = {"params": _with_shardings(abstract, models.param_shardings(cfg, mesh, rules))}
     args = ocp.args.PyTreeRestore(
