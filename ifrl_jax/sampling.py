@@ -72,13 +72,25 @@ def _filter_logits(logits, *, top_k: int, use_top_p: bool, top_p):
 
 
 def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
-    """Greedy where temperature == 0, else a draw from the filtered, tempered distribution."""
-    greedy = jnp.argmax(logits, axis=-1)
-    vals, ids = _filter_logits(logits, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
-    draw = jax.random.categorical(key, vals / jnp.maximum(temperature, 1e-6), axis=-1)
-    if ids is not None:
-        draw = jnp.take_along_axis(ids, draw[:, None], axis=-1)[:, 0]
-    return jnp.where(temperature > 0, draw, greedy).astype(jnp.int32)
+    """Greedy where temperature == 0, else a draw from the filtered, tempered distribution.
+
+    The draw inverts the CDF with one uniform number per row: exact, and on CPU far cheaper
+    than `jax.random.categorical`'s Gumbel noise over the whole vocabulary (35 ms per step for
+    8 x 152k). `lax.cond` runs only the branch taken, so greedy decoding pays for neither.
+    """
+
+    def draw(_):
+        vals, ids = _filter_logits(logits, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
+        probs = jax.nn.softmax(vals / jnp.maximum(temperature, 1e-6), axis=-1)
+        cdf = jnp.cumsum(probs, axis=-1)  # [R, C]
+        u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
+        idx = jnp.minimum(jnp.sum(cdf < u, axis=-1), vals.shape[-1] - 1)  # first cdf >= u
+        if ids is not None:
+            idx = jnp.take_along_axis(ids, idx[:, None], axis=-1)[:, 0]
+        return idx.astype(jnp.int32)
+
+    greedy = lambda _: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.lax.cond(temperature > 0, draw, greedy, None)
 
 
 @functools.partial(
