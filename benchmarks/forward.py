@@ -5,9 +5,9 @@ weights, fp32, on CPU, measured in one process:
 
   ours fwd        `models.forward` (jitted; full [B, T, V] logits), tokens/s.
   ours fwd+bwd    value_and_grad of -mean log p(x_t | x_<t) through `models.sequence_logprobs`,
-                  once with the default chunking (chunk_size=None: chunks under 256 MiB of
-                  logits, rematerialised in the backward pass) and once with one whole-sequence
-                  chunk (no remat); both are reported and the faster one named.
+                  once with the default chunking (chunk_size=None: equal chunks of at most
+                  256 MiB of logits, rematerialised in the backward pass) and once with one
+                  whole-sequence chunk (no remat); both are reported and the faster one named.
   hf fwd          transformers `Qwen2ForCausalLM` on the same config, torch.no_grad().
   hf fwd+bwd      the same model, loss = its own causal-LM cross-entropy (= -mean token
                   log-prob), `loss.backward()`.
@@ -21,6 +21,9 @@ counted once, the embedding gather not at all) + attention 4*B*T*T*N*H per layer
 score matrix, which both implementations compute). fwd+bwd "model FLOPs" = 3 x forward; with
 chunked log-probs the LM-head forward runs a second time in the backward pass, which the
 matmul bound counts (executed work) but the model-FLOP rate does not.
+
+All of these are timed round-robin, one call of each per round (`common.time_interleaved`), so
+that a drifting machine load hits every figure alike; the best round is reported.
 
 JAX (XLA:CPU) and torch use the same number of threads: the cores in this process's affinity
 (restrict both with `taskset -c`). Run it with nothing else on the cores:
