@@ -461,6 +461,7 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     })  # fmt: skip
     if skip:
         out["note"] = "params + optimizer + reference alone exceed the usable memory"
+        out.update({"fits_flash_estimate": False} if pc.flash else {})
     elif not pc.compile:
         out["note"] = "--nocompile: temporaries not measured, fits is not decided"
     return out
