@@ -18,7 +18,10 @@ import pytest
 from ifrl_jax.verifiers import HARD_IDS, SpecError, ifeval
 
 REPO = Path(__file__).resolve().parents[1]
-VAL = REPO.parent / "shared" / "upstream-verl-if-data" / "val_set.jsonl"
+# IFEval's 541 prompts: the shipped copy (same prompts, key/prompt/ids/kwargs), else ../shared.
+VAL = REPO / "ifrl_jax" / "assets" / "ifeval" / "input_data.jsonl"
+if not VAL.exists():
+    VAL = REPO.parent / "shared" / "upstream-verl-if-data" / "val_set.jsonl"
 pytestmark = pytest.mark.skipif(not VAL.exists(), reason=f"IFEval prompts not present at {VAL}")
 
 ENGLISH = "This is a simple English sentence about the weather today."
