@@ -42,6 +42,7 @@ def base() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
     c.rollout.cache_dtype = "bfloat16"
+    c.rollout.sample_prompts = 0  # prompts per sampler call and process; 0 = the whole batch
 
     c.reward = ml_collections.ConfigDict()
     c.reward.scale = 5.0

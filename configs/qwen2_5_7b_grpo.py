@@ -18,12 +18,15 @@ from configs.common import base
 def get_config():
     c = base()
     c.workdir = "/tmp/ifrl_jax/qwen2_5_7b"
-    c.mesh = {"data": 1, "fsdp": -1, "tp": 1}  # FSDP over all 24 GPUs
+    # Hybrid FSDP: 8-way within a host, data-parallel across hosts (3584 is not a multiple of
+    # 24, so fsdp:24 cannot split the model dim); launch/plan.py shows this fits A100-80GB.
+    c.mesh = {"data": -1, "fsdp": 8, "tp": 1}
     c.sharding = "fsdp"
     c.model.preset = "qwen2_5_7b"  # shapes only; weights from model.hf_path
     c.model.dtype = "bfloat16"
     c.model.remat = "full"
     c.model.scan_layers = True
+    c.rollout.sample_prompts = 32  # per host: 96 prompts per sampler call over 3 hosts
     c.grpo.micro_batches = 24  # 480 rows per update -> 20 rows per micro-batch step
     c.train.steps = 200
     c.train.eval_batch_size = 96

@@ -61,6 +61,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(r.n >= 2, "rollout.n", "GRPO needs at least 2 responses per prompt")
     need(r.prompts_per_batch >= 1, "rollout.prompts_per_batch", "must be >= 1")
     need(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    local_prompts = r.prompts_per_batch // max(1, jax.process_count())
+    need(r.sample_prompts == 0 or local_prompts % r.sample_prompts == 0, "rollout.sample_prompts",
+         "must divide the prompts per batch of each process (0 = the whole batch)")  # fmt: skip
     need(r.temperature >= 0, "rollout.temperature", "must be >= 0")
     need(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
     need(
@@ -395,22 +398,25 @@ def _grpo_step(
     p = sharding.agree_max(ids.shape[1])  # hosts bucket their own prompts: use one length
     ids = np.pad(ids, ((0, 0), (p - ids.shape[1], 0)), constant_values=tokenizer.pad_id)
     mask = np.pad(mask, ((0, 0), (p - mask.shape[1], 0)))
-    prompts = (ids, mask)
-    if jax.process_count() > 1:  # global arrays; one process passes its numpy rows directly
-        prompts = sharding.host_to_global(prompts, mesh)
-    sample = sampling.generate(
-        cfg, state.params, *prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-        top_p=r.top_p, top_k=r.top_k, num_samples=n, eos_ids=tokenizer.eos_ids,
-        pad_id=tokenizer.pad_id, rng=rng, cache_dtype=r.cache_dtype, mesh=mesh, rules=rules,
-        buckets=_buckets(config),
-    )  # fmt: skip
+    chunk = r.sample_prompts or ids.shape[0]  # this process's prompts per sampler call
+    outs = []
+    for lo in range(0, ids.shape[0], chunk):  # bounds the KV cache: [L, chunk * n, P + M, K, H]
+        prompts = (ids[lo : lo + chunk], mask[lo : lo + chunk])
+        if jax.process_count() > 1:  # global arrays; one process passes its numpy rows directly
+            prompts = sharding.host_to_global(prompts, mesh)
+        sample = sampling.generate(
+            cfg, state.params, *prompts, max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, num_samples=n,
+            eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
+            rng=jax.random.fold_in(rng, lo) if lo else rng, cache_dtype=r.cache_dtype,
+            mesh=mesh, rules=rules, buckets=_buckets(config),
+        )  # fmt: skip
+        outs.append(sharding.global_to_host((sample.tokens, sample.lengths, sample.finished), mesh))
+    tokens, lengths, finished = (np.concatenate(x) for x in zip(*outs))
     ids = np.pad(
         ids, ((0, 0), (sample.prompt_len - ids.shape[1], 0)), constant_values=tokenizer.pad_id
     )
     mask = np.pad(mask, ((0, 0), (sample.prompt_len - mask.shape[1], 0)))
-    tokens, lengths, finished = sharding.global_to_host(
-        (sample.tokens, sample.lengths, sample.finished), mesh
-    )
     t_sample = time.time()
     texts = tokenizer.decode_batch(tokens, lengths)
     recs_rep = [rec for rec in recs for _ in range(n)]
