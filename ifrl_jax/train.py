@@ -324,11 +324,19 @@ def train(config: ml_collections.ConfigDict) -> dict:
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reward")
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
     soft_scorer = _soft_scorer(config, mesh, rules)
-    score = lambda recs, texts: rewards.score(
-        recs, texts, think_mode=config.reward.think_mode, scale=config.reward.scale,
-        soft_scorer=soft_scorer, soft=config.reward.soft, pool=pool,
-        timeout_s=config.reward.timeout_s,
-    )  # fmt: skip
+    timed = _Timed(soft_scorer) if soft_scorer is not None else None
+
+    def score(recs, texts):
+        """(rewards.RewardResult, seconds spent in the soft scorer)."""
+        if timed is not None:
+            timed.seconds = 0.0
+        result = rewards.score(
+            recs, texts, think_mode=config.reward.think_mode, scale=config.reward.scale,
+            soft_scorer=timed, soft=config.reward.soft, pool=pool,
+            timeout_s=config.reward.timeout_s,
+        )  # fmt: skip
+        return result, timed.seconds if timed is not None else 0.0
+
     try:
         for step in range(start, config.train.steps):
             batch_records = next(it)
@@ -421,7 +429,7 @@ def _grpo_step(
     texts = tokenizer.decode_batch(tokens, lengths)
     recs_rep = [rec for rec in recs for _ in range(n)]
     t_reward0 = time.time()
-    future = executor.submit(lambda: (score(recs_rep, texts), time.time()))
+    future = executor.submit(lambda: (*score(recs_rep, texts), time.time()))
 
     rows = rollout_batch(ids, mask, tokens, lengths, n)
     num_mb = r.prompts_per_batch // g.minibatch_prompts
@@ -435,7 +443,7 @@ def _grpo_step(
         if g.kl_coef:
             mb["ref_logp"] = logprob_fn(ref_params, mb)
         minibatches.append((sl, mb))
-    result, t_reward1 = future.result()
+    result, t_score, t_reward1 = future.result()
     t_wait = time.time()
 
     rewards_np = np.asarray(result.rewards, np.float32)
@@ -465,10 +473,24 @@ def _grpo_step(
         "response/finished_frac": float(np.mean(finished)),
         "prompts/truncated": enc.num_truncated, "prompts/dropped": enc.num_dropped,
         "time/sample": t_sample - t0, "time/reward": t_reward1 - t_reward0,
+        "time/verify": t_reward1 - t_reward0 - t_score, "time/score": t_score,
         "time/reward_wait": t_wait - max(t_reward0, 0), "time/update": t_update - t_wait,
         "time/step": t_update - t0,
     })  # fmt: skip
     return state, row
+
+
+class _Timed:
+    """Wraps the soft scorer to measure its share of the reward stage (time/score)."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args):
+        t0 = time.time()
+        out = self.fn(*args)
+        self.seconds += time.time() - t0
+        return out
 
 
 def _buckets(config) -> tuple[int, ...]:

@@ -76,7 +76,8 @@ def test_run_writes_metrics_checkpoints_plot_and_hf_export(full_run):
     step = rows[1]
     for key in ("reward/mean", "reward/std", "train/kl_mean", "train/grad_norm",
                 "train/entropy_mean", "train/clipfrac_low", "reward/zero_var_groups",
-                "response/length_mean", "time/sample", "time/reward", "time/update",
+                "response/length_mean", "time/sample", "time/verify", "time/score",
+                "time/update",
                 "rate/pass/all"):  # fmt: skip
         assert key in step, key
     assert any(k.startswith("rate/pass/id/") for k in step)
