@@ -215,9 +215,9 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Sharding for a [B, ...] host batch: B over (data, fsdp), the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(_BATCH, *([None] * (ndim - 1))))
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding for [B, ...] batch arrays of any rank: B over (data, fsdp), the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(_BATCH))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -230,9 +230,9 @@ def host_to_global(tree, mesh: Mesh):
     With one process this is a device_put; with several, each host contributes its own rows.
     """
     if jax.process_count() == 1:
-        return jax.tree.map(lambda x: jax.device_put(x, data_sharding(mesh, np.ndim(x))), tree)
+        return jax.tree.map(lambda x: jax.device_put(x, data_sharding(mesh)), tree)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(data_sharding(mesh, np.ndim(x)), x), tree
+        lambda x: jax.make_array_from_process_local_data(data_sharding(mesh), x), tree
     )
 
 

@@ -27,7 +27,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from ifrl_jax import grpo, models, sharding
 from ifrl_jax.models import ModelConfig
@@ -400,7 +400,7 @@ def state_shardings(cfg: TrainConfig, mesh: Mesh, rules: str | sharding.Rules):
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """One sharding for every [B, ...] batch array (a pytree prefix): B over (data, fsdp)."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    return sharding.data_sharding(mesh)
 
 
 def make_train_step(
