@@ -64,7 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # Memory.
     micro_batches: int = 1  # gradient accumulation steps per optimizer update
-    logprob_chunk_size: int | None = None  # positions per chunk; None: balanced, <=256 MiB
+    logprob_chunk_size: int | None = None  # positions per chunk; None: balanced, <=1 GiB
 
     def replace(self, **kw) -> TrainConfig:
         return dataclasses.replace(self, **kw)

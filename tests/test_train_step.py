@@ -73,9 +73,10 @@ def test_optimizer_clips_global_norm_and_decays_weights():
 
 def test_balanced_logprob_chunks():
     c = ts.TrainConfig(model=get_preset("qwen2_5_0_5b"))
-    # 256 MiB of fp32 logits allow 110 positions at B=4: 3 chunks of 86, not 110 + padding.
-    assert ts.logprob_chunk_size(c, 4, 256) == 86
-    assert ts.logprob_chunk_size(c, 1, 256) == 256  # one chunk, no remat
+    # 1 GiB of fp32 logits allow 441 positions at B=4 (one chunk, nothing recomputed) and 110
+    # at B=16: 3 chunks of 86, not 110 + padding.
+    assert ts.logprob_chunk_size(c, 4, 256) == 256
+    assert ts.logprob_chunk_size(c, 16, 256) == 86
     assert ts.logprob_chunk_size(c.replace(logprob_chunk_size=64), 4, 256) == 64
 
 
