@@ -14,11 +14,14 @@ compile + one run) and of a second call (the run alone). Caches are cleared
 
   forward   logits of `models.forward(cfg, params, ids, mask)`.
   fwd+bwd   grad of -mean `models.sequence_logprobs` (default chunked log-probs).
+  generate  the sampler's program (`sampling.generate_program`): prefill of the --seq-token
+            prompts + the while-loop decode of --new tokens, greedy.
 
 A scanned stack compiles one layer body whatever the depth, so its time stays flat; an unrolled
 stack compiles every layer, so its time grows with depth. Run with nothing else on the cores:
 
   python -m benchmarks.compile_time --layers=4,14,28 --batch=1 --seq=128
+  python -m benchmarks.compile_time --layers=4,24,28 --first_call_layers= --batch=8 --seq=64
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from ifrl_jax import models
+from ifrl_jax import models, sampling
 from ifrl_jax.models.config import ModelConfig
 
 _LAYERS = flags.DEFINE_list("layers", ["4", "14", "28"], "Depths to compile.")
@@ -42,6 +45,7 @@ _FIRST_CALL_LAYERS = flags.DEFINE_list(
 _BATCH = flags.DEFINE_integer("batch", 1, "Sequences per batch.")
 _SEQ = flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
 _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
+_NEW = flags.DEFINE_integer("new", 64, "generate: new tokens (the prompt is --seq tokens).")
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "ModelConfig.remat.")
 
 
@@ -54,7 +58,14 @@ def step_fns(cfg: ModelConfig) -> dict[str, Callable]:
     def loss(params, ids, mask):
         return -jnp.mean(models.sequence_logprobs(cfg, params, ids, mask)[:, 1:])
 
-    return {"forward": fwd, "fwd+bwd": jax.grad(loss)}
+    prog = sampling.generate_program(cfg, max_new_tokens=_NEW.value)
+
+    def generate(params, ids, mask):  # the sampler: prefill + the while-loop decode, greedy
+        eos = jnp.array([cfg.vocab_size - 1], jnp.int32)
+        key = jax.random.key(0)
+        return prog(params, ids, mask, key, eos, jnp.float32(0), jnp.float32(1), jnp.int32(0))
+
+    return {"forward": fwd, "fwd+bwd": jax.grad(loss), "generate": generate}
 
 
 def compile_seconds(fn: Callable, *args) -> dict[str, float]:
@@ -160,7 +171,7 @@ def main(argv: list[str]) -> None:
     for measure_key in ("total_cpu_s", "total_s"):
         total = {(r["step"], r["scan"], r["layers"]): r[measure_key] for r in figures}
         what = "CPU" if measure_key == "total_cpu_s" else "wall"
-        for name in ("forward", "fwd+bwd"):
+        for name in ("forward", "fwd+bwd", "generate"):
             for scan in (True, False):
                 key = f"{name} {'scan' if scan else 'unrolled'} {what} growth {lo}->{hi} layers"
                 summary[key] = total[(name, scan, hi)] / total[(name, scan, lo)]

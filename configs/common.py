@@ -5,6 +5,8 @@ Experiment files call `base()` and change what differs; model sizes come from pr
 
 import ml_collections
 
+from configs import rm_tiny
+
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -49,6 +51,7 @@ def base() -> ml_collections.ConfigDict:
     c.reward.think_mode = "none"  # "required" for reasoning models
     c.reward.soft = "exclude"  # soft constraints without a reward model: exclude/zero/error
     c.reward.rm_path = ""  # a launch/train_rm.py workdir: its RM scores the soft constraints
+    c.reward.rm_ids = ()  # hard ids the RM scores instead of the rules (rule verdicts logged)
     c.reward.rm_max_len = 1024
     c.reward.rm_batch_size = 16
     c.reward.verifier_processes = 8
@@ -83,6 +86,17 @@ def base() -> ml_collections.ConfigDict:
     c.sft.learning_rate = 1e-3
     c.sft.batch_size = 16
     c.sft.max_len = 512
+
+    # The self-supervised RM before GRPO: levels -> policy pairs -> RM (train.reward_model_stage).
+    c.pipeline = ml_collections.ConfigDict()
+    c.pipeline.enabled = False
+    c.pipeline.limit = 0  # instructions whose levels are sampled for pairs; 0 = all
+    c.pipeline.num_samples = 1  # responses per level prompt
+    c.pipeline.temperature = 1.0
+    c.pipeline.max_new_tokens = 0  # 0 = rollout.max_new_tokens
+    c.pipeline.batch_size = 64  # prompts per sampler call
+    c.pipeline.rm_init = "policy"  # RM from the warm-started policy; "config": pipeline.rm's own
+    c.pipeline.rm = rm_tiny.get_config()  # the RM training config (launch/train_rm.py's)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 200

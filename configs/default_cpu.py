@@ -3,8 +3,20 @@
     python launch/train_grpo.py                       # this config is the default
     python launch/train_grpo.py --config=configs/default_cpu.py --config.seed=1
 
-Warm start (SFT on the shipped reference responses), then GRPO with rule verifiers on the
-shipped instruction set; prints the held-out pass rate before and after GRPO.
+The whole pipeline of the method, in one process: warm start (SFT on the shipped reference
+responses) -> curriculum levels -> pseudo-label pairs sampled from the warm-started policy ->
+the constraint-wise reward model (from the policy's backbone) -> GRPO with the rule verifiers
+plus the RM; prints the held-out pass rate before and after GRPO. Each stage also runs alone
+(workdir /tmp/ifrl_jax/default_cpu holds the warm start, sft/, after one run):
+
+    python launch/build_data.py --input=ifrl_jax/assets/instructions/train.jsonl \
+      --output=/tmp/levels.jsonl
+    python launch/build_pairs.py --input=/tmp/levels.jsonl --output=/tmp/pairs.jsonl \
+      --policy=/tmp/ifrl_jax/default_cpu/sft --max_new_tokens=80 --batch_size=64
+    python launch/train_rm.py --config=configs/rm_tiny.py --config.pairs=/tmp/pairs.jsonl \
+      --config.init_from=/tmp/ifrl_jax/default_cpu/sft --config.workdir=/tmp/rm
+    python launch/train_grpo.py --config.workdir=/tmp/ifrl_jax/default_cpu \
+      --config.pipeline.enabled=False --config.reward.rm_path=/tmp/rm
 """
 
 from configs.common import base
@@ -32,6 +44,22 @@ def get_config():
     c.sft.learning_rate = 2e-3
     c.sft.batch_size = 16
     c.sft.max_len = 256
+    # The self-supervised RM (the paper's pipeline): pairs from the warm-started policy on the
+    # levels of 140 training instructions, an RM from its backbone. The shipped set has hard
+    # constraints only, so the RM stands in for the rules on one id (reward.rm_ids); the rule
+    # verdicts are still computed and the agreement is logged (reward/rm_agreement).
+    c.pipeline.enabled = True
+    c.pipeline.limit = 140
+    c.pipeline.max_new_tokens = 80
+    c.pipeline.batch_size = 64
+    c.pipeline.rm.num_steps = 120
+    c.pipeline.rm.learning_rate = 5e-4
+    c.pipeline.rm.batch_size = 32
+    c.pipeline.rm.max_len = 192
+    c.pipeline.rm.log_every = 20
+    c.reward.rm_ids = ("detectable_format:title",)
+    c.reward.rm_max_len = 192
+    c.reward.rm_batch_size = 64
     c.train.steps = 40
     c.train.eval_every = 10
     c.train.eval_batch_size = 50

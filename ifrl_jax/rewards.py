@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -66,6 +66,8 @@ class RewardResult:
       ids: per response, its constraint ids (``("math",)`` for a math item).
       levels: ``[N]`` int32, the record's level (its constraint count when it has no level,
         0 for math items).
+      rm_agreement: over the slots of hard ids scored by the soft scorer (``rm_ids``), the
+        fraction where the scorer's decision (p > 0.5) equals the rule verdict; None if none.
     """
 
     rewards: np.ndarray
@@ -74,6 +76,7 @@ class RewardResult:
     reward_valid: np.ndarray
     ids: list[tuple[str, ...]]
     levels: np.ndarray
+    rm_agreement: float | None = None
 
 
 # ----------------------------------------------------------------------------- math
@@ -149,6 +152,7 @@ def score(
     loose: bool = False,
     pool: verifiers.VerifierPool | None = None,
     timeout_s: float | None = verifiers.DEFAULT_TIMEOUT_S,
+    rm_ids: Collection[str] = (),
 ) -> RewardResult:
     """Scores responses against their records' constraints (see the module docstring).
 
@@ -165,6 +169,8 @@ def score(
       pool: a ``verifiers.VerifierPool`` to run the hard checks on; None runs them here.
       timeout_s: per-check wall-clock limit of the verifiers (a check that exceeds it scores
         0); None for no limit (deterministic, for evaluation and tests).
+      rm_ids: hard ids scored by ``soft_scorer`` as if they were soft (the rule verdicts are
+        still computed, for ``RewardResult.rm_agreement``); ignored without a scorer.
 
     Returns:
       A RewardResult.
@@ -211,8 +217,9 @@ def score(
         (i, k)
         for i in if_rows
         for k, c in enumerate(records[i].constraints)
-        if not verifiers.is_hard(c.id)
+        if not verifiers.is_hard(c.id) or (soft_scorer is not None and c.id in rm_ids)
     ]
+    rule = scores.copy()  # the rule verdicts, before the scorer replaces rm_ids slots
     if soft_slots:
         if soft_scorer is not None:
             asked = [(i, k) for i, k in soft_slots if nonempty[i]]
@@ -253,6 +260,13 @@ def score(
             scores[i, 0] = math_score(texts[i], r.answer or "")
             valid[i, 0] = True
 
+    rm_slots = [(i, k) for i, k in soft_slots
+                if verifiers.is_hard(records[i].constraints[k].id)]  # fmt: skip
+    agreement = None
+    if rm_slots:
+        agreement = float(
+            np.mean([(scores[i, k] > 0.5) == (rule[i, k] > 0.5) for i, k in rm_slots])
+        )
     count = valid.sum(axis=1)
     reward_valid = count > 0
     mean = np.where(reward_valid, (scores * valid).sum(axis=1) / np.maximum(count, 1), 0.0)
@@ -263,6 +277,7 @@ def score(
         reward_valid=reward_valid,
         ids=ids,
         levels=levels,
+        rm_agreement=agreement,
     )
 
 

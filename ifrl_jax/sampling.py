@@ -261,6 +261,29 @@ def generate(
     return SampleOutput(tokens, logps, lengths, done, steps, prompt_len=p)
 
 
+def generate_program(
+    cfg: ModelConfig,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    top_k: int = 0,
+    use_top_p: bool = False,
+    cache_dtype: str = "float32",
+    mesh: Mesh | None = None,
+    rules: sharding.Rules | None = None,
+):
+    """The jitted program `generate` runs (prefill + decode loop), static arguments bound.
+
+    A function of (params, input_ids, attention_mask, rng, eos_ids, temperature, top_p,
+    pad_id) returning (tokens, logprobs, lengths, finished, steps): for ahead-of-time lowering
+    on abstract arguments (compile-time benchmark) without going through the host-side prep.
+    """
+    return functools.partial(
+        _generate, cfg=cfg, max_new_tokens=max_new_tokens, num_samples=num_samples, top_k=top_k,
+        use_top_p=use_top_p, cache_dtype=cache_dtype, mesh=mesh, rules=rules,
+    )  # fmt: skip
+
+
 def compiled_programs() -> int:
     """Number of sampler programs compiled so far in this process (for tests and logs)."""
     return _generate._cache_size()

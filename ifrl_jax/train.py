@@ -90,6 +90,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.reward.rm_path:
         need(os.path.isdir(config.reward.rm_path), "reward.rm_path",
              "is not a directory (a launch/train_rm.py workdir)")  # fmt: skip
+        need(not config.pipeline.enabled, "reward.rm_path",
+             "set either reward.rm_path or pipeline.enabled (which trains its own RM)")  # fmt: skip
+    for cid in config.reward.rm_ids:
+        need(verifiers.is_hard(cid), "reward.rm_ids", f"{cid!r} is not a hard constraint id")
+    need(not config.reward.rm_ids or bool(config.reward.rm_path or config.pipeline.enabled),
+         "reward.rm_ids", "needs a reward model: reward.rm_path or pipeline.enabled")  # fmt: skip
+    need(
+        config.pipeline.rm_init in ("policy", "config"),
+        "pipeline.rm_init",
+        "use policy (the warm-started policy's backbone) or config (pipeline.rm's own)",
+    )
+    need(
+        not config.pipeline.enabled or config.pipeline.rm_init != "policy" or config.sft.steps,
+        "pipeline.rm_init",
+        "'policy' starts the RM from the warm start: needs sft.steps > 0",
+    )
     need(config.sharding in sharding.RULES, "sharding", f"use one of {sorted(sharding.RULES)}")
     if not config.model.hf_path:
         need(config.model.preset in model_config.PRESETS, "model.preset",
@@ -241,6 +257,73 @@ def warm_start(config, cfg, params, tokenizer, mesh, rules, workdir: str):
     return state.params
 
 
+def reward_model_stage(config, cfg, params, tokenizer, train_records, mesh, rules, workdir):
+    """The self-supervised reward model before GRPO (config.pipeline.enabled).
+
+    levels -> pairs sampled from the (warm-started) policy: its response to L_k is a positive
+    and to L_{k-1} a negative for c_k -> the constraint-wise binary RM trained on them. Outputs
+    in workdir, each reused when complete (a restart skips finished stages): levels.jsonl,
+    pairs.jsonl + pairs_summary.json (the pseudo-label quality check), rm/ (orbax RM, DONE
+    marker) + rm_summary.json. The same stages run alone as launch/build_data.py,
+    launch/build_pairs.py and launch/train_rm.py.
+
+    Returns:
+      (the RM directory, for reward.rm_path; {"pairs": ..., "rm": ...} summaries).
+    """
+    from ifrl_jax import pairs as pairs_lib
+    from ifrl_jax import reward_model
+
+    p = config.pipeline
+    rm_dir = os.path.join(workdir, "rm")
+    paths = {k: os.path.join(workdir, f"{k}.jsonl") for k in ("levels", "pairs")}
+    summaries = {k: os.path.join(workdir, f"{k}_summary.json") for k in ("pairs", "rm")}
+    write = jax.process_index() == 0
+    if not os.path.exists(os.path.join(rm_dir, "DONE")):
+        groups = pairs_lib.instruction_levels(train_records)[: p.limit or None]
+        if write:
+            records.write_jsonl([lvl for g in groups for lvl in g[1:]], paths["levels"])
+        if not os.path.exists(summaries["pairs"]):
+            t0 = time.time()
+            prompts = [lvl.prompt for g in groups for lvl in g]
+            responses = pairs_lib.sample_responses(
+                cfg, params, tokenizer, prompts, batch_size=p.batch_size,
+                max_prompt_len=config.data.max_prompt_len,
+                max_new_tokens=p.max_new_tokens or config.rollout.max_new_tokens,
+                temperature=p.temperature, num_samples=p.num_samples, seed=config.seed,
+                mesh=mesh, rules=rules,
+            )  # fmt: skip
+            pairs = pairs_lib.pairs_from_policy(groups, responses)
+            summary = {**pairs_lib.quality_summary(pairs), "seconds": round(time.time() - t0, 1)}
+            if write:
+                pairs_lib.write_pairs(pairs, paths["pairs"])
+                _write_json(summaries["pairs"], summary)
+            logging.info("pairs: %d from %d prompts; hard positives pass %.3f, negatives %.3f",
+                         len(pairs), len(prompts), summary["pos_hard_pass_rate"] or 0,
+                         summary["neg_hard_pass_rate"] or 0)  # fmt: skip
+        rm_config = ml_collections.ConfigDict(p.rm.to_dict())
+        rm_config.pairs, rm_config.workdir = paths["pairs"], rm_dir
+        rm_config.tokenizer = str(tokenizer.path)
+        rm_config.mesh, rm_config.sharding = dict(config.mesh), config.sharding
+        if p.rm_init == "policy":  # the warm-started policy's backbone and a new 2-class head
+            rm_config.init_from = os.path.join(workdir, "sft")
+        summary = reward_model.train(rm_config)
+        logging.info("reward model: %s", json.dumps(summary))
+        if write:
+            _write_json(summaries["rm"], summary)
+            open(os.path.join(rm_dir, "DONE"), "w").close()
+    return rm_dir, {k: _read_json(v) for k, v in summaries.items() if os.path.exists(v)}
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _soft_scorer(config, mesh, rules):
     """The reward model as the soft-constraint scorer (config.reward.rm_path), or None."""
     if not config.reward.rm_path:
@@ -296,6 +379,13 @@ def train(config: ml_collections.ConfigDict) -> dict:
         host["pass_rate_init"] = evaluate_now(params)["constraint_pass_rate"]
     if config.sft.steps:
         params = warm_start(config, cfg, params, tokenizer, mesh, rules, workdir)
+    stage_summaries = {}
+    if config.pipeline.enabled:
+        rm_path, stage_summaries = reward_model_stage(
+            config, cfg, params, tokenizer, train_records, mesh, rules, workdir
+        )
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.reward.rm_path = rm_path
     ref_params = _copy(params) if g.kl_coef else None
 
     tcfg = _train_config(config, cfg)
@@ -333,7 +423,7 @@ def train(config: ml_collections.ConfigDict) -> dict:
         result = rewards.score(
             recs, texts, think_mode=config.reward.think_mode, scale=config.reward.scale,
             soft_scorer=timed, soft=config.reward.soft, pool=pool,
-            timeout_s=config.reward.timeout_s,
+            timeout_s=config.reward.timeout_s, rm_ids=tuple(config.reward.rm_ids),
         )  # fmt: skip
         return result, timed.seconds if timed is not None else 0.0
 
@@ -378,7 +468,18 @@ def train(config: ml_collections.ConfigDict) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "workdir": workdir,
         "plot": plot,
+        **_stage_figures(stage_summaries),
     }
+
+
+def _stage_figures(summaries: dict) -> dict:
+    """The pipeline's headline figures for the final JSON line."""
+    pairs, rm = summaries.get("pairs", {}), summaries.get("rm", {})
+    keys = {"pairs": ("pairs", "pos_hard_pass_rate", "neg_hard_pass_rate"),
+            "rm": ("heldout_accuracy", "verifier_agreement")}  # fmt: skip
+    out = {k: pairs[k] for k in keys["pairs"] if k in pairs}
+    out.update({f"rm_{k}": rm[k] for k in keys["rm"] if k in rm})
+    return out
 
 
 def evaluate_now_cached(host: dict) -> dict:
@@ -468,6 +569,8 @@ def _grpo_step(
     row = {f"train/{k}": v for k, v in upd.items() if k not in ("step", "is_finite")}
     row.update({f"reward/{k.removeprefix('reward_')}": float(v) for k, v in stats.items()})
     row.update({f"rate/{k}": v for k, v in rewards.pass_rates(result, recs_rep).items()})
+    if result.rm_agreement is not None:  # RM decision == rule verdict on reward.rm_ids slots
+        row["reward/rm_agreement"] = result.rm_agreement
     row.update({
         "response/length_mean": float(np.mean(lengths)),
         "response/finished_frac": float(np.mean(finished)),

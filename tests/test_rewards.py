@@ -164,6 +164,25 @@ def test_soft_scorer_is_called_once_for_all_pairs():
     assert result.valid[:2].all() and result.reward_valid.all()
 
 
+def test_rm_ids_route_a_hard_id_to_the_scorer_and_report_agreement():
+    """reward.rm_ids: the RM scores a hard id in the reward; the rule verdict is kept aside."""
+    scorer = FakeScorer()
+    recs = [_rec(NO_COMMA, TITLE)] * 3
+    # Rule verdicts on TITLE: 0, 0, 1. Fake RM: 0.8 iff "Add a title" is in the text.
+    responses = ["Add a title here", "no title", "<<Title>> Add a title"]
+    result = rewards.score(recs, responses, soft_scorer=scorer, rm_ids=(TITLE.id,))
+    assert scorer.calls == [(responses, ["Add a title"] * 3)]  # only the rm id is asked
+    np.testing.assert_allclose(result.scores[:, 1], [0.8, 0.2, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(result.scores[:, 0], [1.0, 1.0, 1.0])  # rules: no comma
+    np.testing.assert_allclose(result.rewards, 5 * (1 + np.array([0.8, 0.2, 0.8])) / 2, rtol=1e-6)
+    assert result.rm_agreement == pytest.approx(2 / 3)  # RM says yes to the first, rules no
+    # Without a scorer rm_ids are ignored: the rules decide and there is no agreement figure.
+    plain = rewards.score(recs, responses, rm_ids=(TITLE.id,))
+    np.testing.assert_array_equal(plain.scores[:, 1], [0.0, 0.0, 1.0])
+    assert plain.rm_agreement is None
+    assert rewards.score(recs, responses, soft_scorer=scorer).rm_agreement is None
+
+
 def test_soft_scorer_sees_think_stripped_text():
     scorer = FakeScorer()
     response = "<think>\nAnswer as a pirate\n</think>\n\nahoy"
