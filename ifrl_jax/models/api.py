@@ -135,16 +135,15 @@ def _head_spec(tied: bool) -> tuple[str, str]:
 
 
 def _head_chunk(h, w, y, tied, with_entropy):
-    """One chunk's logits z [B, c, V] (fp32), e = exp(z - max z), 1 / sum(e), logsumexp,
-    log p(y) and entropy (0 unless with_entropy); softmax = e / sum(e)."""
-    z = jnp.einsum(_head_spec(tied)[0], h, w, preferred_element_type=jnp.float32)
-    m = jnp.max(z, axis=-1)
+    """One chunk's logsumexp, log p(y) and entropy (0 unless with_entropy) [B, c], fp32."""
+    z = jnp.einsum(_head_spec(tied)[0], h, w, preferred_element_type=jnp.float32)  # [B, c, V]
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1))  # lse does not depend on the shift
     e = jnp.exp(z - m[..., None])
     s = jnp.sum(e, axis=-1)
     lse = m + jnp.log(s)
     logp = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0] - lse
     ent = lse - jnp.sum(e * z, axis=-1) / s if with_entropy else jnp.zeros_like(logp)
-    return z, e, 1.0 / s, lse, logp, ent
+    return lse, logp, ent
 
 
 def _split(a, n):  # [B, n*c, ...] -> [n, B, c, ...]
@@ -156,65 +155,45 @@ def _merge(a):  # [n, B, c, ...] -> [B, n*c, ...]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _fused_head_logprobs(h, w, y, n, tied, with_entropy):
+def _chunked_head_logprobs(h, w, y, n, tied, with_entropy):
     """(log p(y) [B, T], entropy [B, T]) of softmax(h @ head), T in n chunks; see token_logprobs."""
-    return _fused_head_fwd(h, w, y, n, tied, with_entropy)[0]
+    return _chunked_head_fwd(h, w, y, n, tied, with_entropy)[0]
 
 
-def _fused_head_fwd(h, w, y, n, tied, with_entropy):
-    if n == 1:  # one chunk: keep exp(z - max) (and z for the entropy), recompute nothing
-        z, e, inv_s, lse, logp, ent = _head_chunk(h, w, y, tied, with_entropy)
-        saved = (e, inv_s, z if with_entropy else None)
-        return (logp, ent), (h, w, y, lse, ent, saved)
-
+def _chunked_head_fwd(h, w, y, n, tied, with_entropy):
     def body(_, hy):
-        *_, lse, logp, ent = _head_chunk(hy[0], w, hy[1], tied, with_entropy)
-        return None, (lse, logp, ent)
+        return None, _head_chunk(hy[0], w, hy[1], tied, with_entropy)
 
     _, (lse, logp, ent) = jax.lax.scan(body, None, (_split(h, n), _split(y, n)))
     logp, ent, lse = _merge(logp), _merge(ent), _merge(lse)
-    return (logp, ent), (h, w, y, lse, ent, None)
+    return (logp, ent), (h, w, y, lse, ent)
 
 
-def _fused_head_bwd(n, tied, with_entropy, res, g):
-    """d logp_t / dz = onehot(y_t) - p_t; d ent_t / dz = -p_t (log p_t + ent_t); then
-    dh = dz w^T and dw = h^T dz, one chunk at a time (chunk logits recomputed when n > 1)."""
-    h, w, y, lse, ent, saved = res
+def _chunked_head_bwd(n, tied, with_entropy, res, g):
+    """Per chunk, logits recomputed: d logp / dz = onehot(y) - p and d ent / dz =
+    -p (log p + ent), then dh = dz w^T and dw += h^T dz in the head's own layout."""
+    h, w, y, lse, ent = res
     fwd_spec, dh_spec = _head_spec(tied)
     dw_spec = "btd,btv->vd" if tied else "btd,btv->dv"
 
-    def chunk_grads(hc, yc, lc, ec, glc, gec, saved):
-        if saved is None:
-            z = jnp.einsum(fwd_spec, hc, w, preferred_element_type=jnp.float32)
-            p = jnp.exp(z - lc[..., None])
-        else:
-            e, inv_s, z = saved
-            p = e * inv_s[..., None]
+    def body(dw, xs):
+        hc, yc, lc, ec, glc, gec = xs
+        z = jnp.einsum(fwd_spec, hc, w, preferred_element_type=jnp.float32)
+        p = jnp.exp(z - lc[..., None])
         onehot = jax.lax.broadcasted_iota(jnp.int32, p.shape, 2) == yc[..., None]
         dz = glc[..., None] * (onehot - p)
         if with_entropy:
             dz = dz - gec[..., None] * p * (z - lc[..., None] + ec[..., None])
         dz = dz.astype(w.dtype)
         dh = jnp.einsum(dh_spec, dz, w, preferred_element_type=jnp.float32).astype(hc.dtype)
-        # dh before dw: run concurrently, the two large matmuls contend for the same cores.
-        dh, dz = jax.lax.optimization_barrier((dh, dz))
-        return dh, jnp.einsum(dw_spec, hc, dz, preferred_element_type=jnp.float32)
+        return dw + jnp.einsum(dw_spec, hc, dz, preferred_element_type=jnp.float32), dh
 
-    g_logp, g_ent = g
-    if n == 1:
-        dh, dw = chunk_grads(h, y, lse, ent, g_logp, g_ent, saved)
-        return dh, dw.astype(w.dtype), None
-
-    def body(dw, xs):
-        dh, dw_c = chunk_grads(*xs, None)
-        return dw + dw_c, dh
-
-    xs = tuple(_split(a, n) for a in (h, y, lse, ent, g_logp, g_ent))
+    xs = tuple(_split(a, n) for a in (h, y, lse, ent, *g))
     dw, dh = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
     return _merge(dh), dw.astype(w.dtype), None
 
 
-_fused_head_logprobs.defvjp(_fused_head_fwd, _fused_head_bwd)
+_chunked_head_logprobs.defvjp(_chunked_head_fwd, _chunked_head_bwd)
 
 
 # Default budget for one chunk's [B, c, V] fp32 logits. A few buffers of this size (logits,
@@ -245,9 +224,9 @@ def token_logprobs(
     """log p(targets) [B, T] (and entropy [B, T]) from hidden states, chunked over T.
 
     Only a [B, chunk, V] slice of logits exists at a time; with more than one chunk each is
-    recomputed in the backward pass, so the full [B, T, V] never is. The gradient is written
-    out by hand (`_fused_head_bwd`): per chunk dz = g * (onehot - softmax), then dh and the head's
-    gradient in the head's own layout (a tied [V, D] embedding is never transposed).
+    recomputed in the backward pass, so the full [B, T, V] never is. That gradient is written
+    out by hand (`_chunked_head_bwd`): per chunk dz = g * (onehot - softmax), then dh and the
+    head's gradient in the head's own layout (a tied [V, D] embedding is never transposed).
 
     Args:
       hidden: [B, T, D] final hidden states; targets: [B, T] token ids.
@@ -265,7 +244,10 @@ def token_logprobs(
     pad = n * -(-t // n) - t
     h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     y = jnp.pad(targets, ((0, 0), (0, pad)))
-    logp, ent = _fused_head_logprobs(h, w, y, n, tied, with_entropy)
+    if n == 1:  # one chunk: plain autodiff (XLA schedules the whole head; measured as fast)
+        _, logp, ent = _head_chunk(h, w, y, tied, with_entropy)
+    else:
+        logp, ent = _chunked_head_logprobs(h, w, y, n, tied, with_entropy)
     logp, ent = logp[:, :t], ent[:, :t]
     return (logp, ent) if with_entropy else logp
 
