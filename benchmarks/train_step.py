@@ -20,7 +20,10 @@ load hits them alike and "of XLA" stays meaningful; transformers runs after them
 both frameworks at once need ~13 GB at 4 layers). Peak memory ~8 GB at the default shape.
 
 FLOPs: one forward pass F = 2 x (every matmul's m*k*n) (= 2 * N_matmul_params * tokens, the tied
-LM head counted once) + attention at the full T x T scores. A GRPO step is 3F (forward+backward
+LM head counted once) + attention at the full T x T scores. The LM head is counted on the
+response positions only (the log-probs a GRPO step needs; `TrainConfig.response_len`, which
+ours uses; transformers computes it on every position, as verl does), or on all positions with
+--noresponse_only (then ours does too). A GRPO step is 3F (forward+backward
 of the update, i.e. 6 N tokens) + 2F (old and reference forwards, 2 N tokens each) = 5F; the
 update alone is 3F. "of XLA" = matmul bound / measured time, where the matmul bound is the sum
 over the step's executed matmuls of flops_i / rate_i (1.0 = running at XLA's matmul rate; the
@@ -58,6 +61,9 @@ _PROMPT = flags.DEFINE_integer("prompt", 128, "Prompt tokens per sequence (not t
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compile, allocator).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 0, "Log-prob chunk (positions); 0 = balanced default.")
+_RESPONSE_ONLY = flags.DEFINE_bool(
+    "response_only", True, "Ours: LM head on response positions only (TrainConfig.response_len)."
+)
 _ENTROPY = flags.DEFINE_bool("entropy", True, "Compute the entropy metric (the default config).")
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
@@ -68,12 +74,16 @@ TARGET_VS_HF = 2.0
 TARGET_OF_XLA = 0.6
 
 
-def model_matmuls(cfg: ModelConfig, batch: int, seq: int) -> list[common.Matmul]:
-    """The forward pass's matmuls, as `benchmarks.forward.model_matmuls` counts them.
+def model_matmuls(
+    cfg: ModelConfig, batch: int, seq: int, head_positions: int | None = None
+) -> list[common.Matmul]:
+    """The forward pass's matmuls, as `benchmarks.forward.model_matmuls` counts them, with the
+    LM head on `head_positions` positions per row (default: all).
 
     (Repeated here because importing benchmarks.forward would define its flags twice.)
     """
     m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    head_m = batch * (head_positions or seq)
     n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
     g = n // kh
     return [
@@ -84,7 +94,7 @@ def model_matmuls(cfg: ModelConfig, batch: int, seq: int) -> list[common.Matmul]
         common.Matmul("down_proj", m, f, d, count=layers),
         common.Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
         common.Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
-        common.Matmul("lm_head", m, d, v),
+        common.Matmul("lm_head", head_m, d, v),
     ]
 
 
@@ -211,22 +221,25 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(threads)
     b, t = _BATCH.value, _SEQ.value
     mcfg = models.get_preset(_PRESET.value, num_layers=_LAYERS.value, dtype="float32")
+    head_positions = t - _PROMPT.value if _RESPONSE_ONLY.value else t
     cfg = ts.TrainConfig(
-        model=mcfg, logprob_chunk_size=_CHUNK.value or None, compute_entropy=_ENTROPY.value
-    )
+        model=mcfg, logprob_chunk_size=_CHUNK.value or None, compute_entropy=_ENTROPY.value,
+        response_len=head_positions if _RESPONSE_ONLY.value else None,
+    )  # fmt: skip
     tokens = b * t
     print(common.machine_line())
     print(
         f"threads: XLA:CPU {threads}, torch {torch.get_num_threads()} (torch {torch.__version__}); "
         f"model {_PRESET.value} x {mcfg.num_layers} layers, {mcfg.num_params() / 1e6:.1f}M "
         f"params, fp32; batch {b} x {t} = {tokens} tokens ({t - _PROMPT.value} response); "
-        f"log-prob chunk {ts.logprob_chunk_size(cfg, b, t)}; entropy {cfg.compute_entropy}"
+        f"log-prob chunk {ts.logprob_chunk_size(cfg, b, head_positions)}; entropy "
+        f"{cfg.compute_entropy}; ours' LM head on {head_positions} positions per row"
     )
 
-    fwd_mms = model_matmuls(mcfg, b, t)
+    fwd_mms = model_matmuls(mcfg, b, t, head_positions)
     fwd_flops = sum(mm.flops for mm in fwd_mms)
-    chunk = ts.logprob_chunk_size(cfg, b, t)
-    chunked = chunk < t
+    chunk = ts.logprob_chunk_size(cfg, b, head_positions)
+    chunked = chunk < head_positions
     update_mms = train_matmuls(fwd_mms, recompute_head=chunked)
     step_mms = update_mms + fwd_mms + fwd_mms  # + old and reference forwards
     flops = {"grpo step": 5 * fwd_flops, "update": 3 * fwd_flops, "logprobs (1 pass)": fwd_flops}

@@ -186,6 +186,7 @@ def _train_config(config, cfg) -> ts.TrainConfig:
         total_steps=config.train.steps * _updates_per_batch(config), b1=g.b1, b2=g.b2,
         weight_decay=g.weight_decay, grad_clip=g.grad_clip, micro_batches=g.micro_batches,
         logprob_chunk_size=g.logprob_chunk_size or None,
+        response_len=config.rollout.max_new_tokens,  # the LM head on response positions only
     )  # fmt: skip
 
 

@@ -65,6 +65,10 @@ class TrainConfig:
     # Memory.
     micro_batches: int = 1  # gradient accumulation steps per optimizer update
     logprob_chunk_size: int | None = None  # positions per chunk; None: balanced, <=1 GiB
+    # Log-probs (and the LM head) only for the last `response_len` positions of each row (the
+    # rollout's responses; prompt positions get 0, which response_mask excludes anyway).
+    # None: every position.
+    response_len: int | None = None
 
     def replace(self, **kw) -> TrainConfig:
         return dataclasses.replace(self, **kw)
@@ -204,14 +208,19 @@ def logprob_chunk_size(cfg: TrainConfig, b: int, t: int) -> int:
 def sequence_logprobs(
     params: dict, batch: Batch, *, cfg: TrainConfig, with_entropy: bool = False
 ) -> Array | tuple[Array, Array]:
-    """Per-token log-probs [B, T] (and entropies [B, T]) via the chunked log-prob path."""
+    """Per-token log-probs [B, T] (and entropies [B, T]) via the chunked log-prob path; with
+    cfg.response_len, only the last response_len positions (0 before them)."""
     b, t = batch["input_ids"].shape
+    first = t - cfg.response_len if cfg.response_len else 1
+    if first < 1:
+        raise ValueError(f"response_len={cfg.response_len} leaves no prompt in rows of {t}")
     return models.sequence_logprobs(
         cfg.model,
         params,
         batch["input_ids"],
         batch["attention_mask"],
-        chunk_size=logprob_chunk_size(cfg, b, t),
+        first=first,
+        chunk_size=logprob_chunk_size(cfg, b, t - first),
         with_entropy=with_entropy,
     )
 

@@ -210,6 +210,19 @@ def test_chunked_token_logprobs_equal_full_softmax(chunk, tied):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g1, g2)
 
 
+def test_sequence_logprobs_from_a_first_position():
+    cfg = models.get_preset("tiny")
+    params = models.init_params(cfg, jax.random.key(1))
+    ids = jax.random.randint(jax.random.key(2), (2, 12), 1, cfg.vocab_size)
+    mask = jnp.ones_like(ids)
+    every = models.sequence_logprobs(cfg, params, ids, mask)
+    late = models.sequence_logprobs(cfg, params, ids, mask, first=7, chunk_size=2)
+    np.testing.assert_allclose(late[:, 7:], every[:, 7:], atol=1e-5)
+    assert not np.asarray(late[:, :7]).any()
+    with pytest.raises(ValueError, match="first=12"):
+        models.sequence_logprobs(cfg, params, ids, mask, first=12)
+
+
 def test_chunked_logprobs_never_hold_full_logits():
     cfg = models.get_preset("tiny")
     params = models.init_params(cfg, jax.random.key(1))

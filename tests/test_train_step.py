@@ -119,6 +119,34 @@ def test_micro_batches_give_full_batch_gradient(agg, accumulated):
         assert not np.allclose(l1, accumulated["token-mean", 1][0])
 
 
+def test_response_len_runs_the_head_on_responses_only_with_the_same_loss_and_gradient():
+    """response_len = T - PROMPT: the same loss, metrics and gradient (prompt positions are
+    masked), and the compiled program's logits cover only the response positions."""
+    batch = make_batch(seed=3, b=8)
+    rng = np.random.default_rng(4)
+    batch["ref_logp"] = rng.normal(-3, 0.3, (8, T)).astype(np.float32)
+    params = models.init_params(get_preset("tiny"), jax.random.key(0))
+    full, resp = cfg_for(), cfg_for(response_len=T - PROMPT)
+    f = lambda cfg: jax.jit(lambda p, b: ts.loss_and_grads(p, b, cfg=cfg))
+    (l1, a1, g1), (l2, a2, g2) = f(full)(params, batch), f(resp)(params, batch)
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    for k in a1:
+        np.testing.assert_allclose(a2[k], a1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-7)
+    logp = ts.compute_logprobs(params, batch, cfg=resp)
+    np.testing.assert_allclose(
+        logp[:, PROMPT:], ts.compute_logprobs(params, batch, cfg=full)[:, PROMPT:], rtol=1e-5
+    )
+    assert not np.asarray(logp[:, :PROMPT]).any()
+    vocab = full.model.vocab_size
+    hlo = f(resp).lower(params, batch).as_text()
+    assert f"x{T - PROMPT}x{vocab}xf32>" in hlo  # [rows, response positions, V] logits
+    assert f"x{T}x{vocab}xf32>" not in hlo and f"x{T - 1}x{vocab}xf32>" not in hlo
+    with pytest.raises(ValueError, match="response_len=24 leaves no prompt"):
+        ts.compute_logprobs(params, batch, cfg=cfg_for(response_len=T))
+
+
 def test_micro_batches_must_divide_batch():
     cfg = cfg_for(micro_batches=3, kl_coef=0.0)
     params = models.abstract_params(cfg.model)

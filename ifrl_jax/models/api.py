@@ -253,16 +253,22 @@ def token_logprobs(
 
 
 def sequence_logprobs(
-    cfg: ModelConfig, params: Params, input_ids, attention_mask_, **kw
+    cfg: ModelConfig, params: Params, input_ids, attention_mask_, *, first: int = 1, **kw
 ) -> jax.Array:
-    """log p(x_t | x_<t) [B, T] for every position (0 at t = 0): forward + chunked log-probs."""
+    """log p(x_t | x_<t) [B, T] for positions t >= first (0 before): forward + chunked log-probs.
+
+    first > 1 runs the LM head only where it is needed (for GRPO: the response positions; the
+    head is most of a small model's FLOPs at Qwen's vocabulary).
+    """
+    t = input_ids.shape[1]
+    if not 1 <= first < t:
+        raise ValueError(f"first={first}: need 1 <= first < T={t}")
     hidden = hidden_states(cfg, params, input_ids, attention_mask_)
-    targets = jnp.concatenate([input_ids[:, 1:], input_ids[:, -1:]], axis=1)
-    logp = token_logprobs(cfg, params, hidden, targets, **kw)
-    shift = lambda a: jnp.concatenate([jnp.zeros_like(a[:, :1]), a[:, :-1]], axis=1)
+    logp = token_logprobs(cfg, params, hidden[:, first - 1 : t - 1], input_ids[:, first:], **kw)
+    pad = lambda a: jnp.pad(a, ((0, 0), (first, 0)))
     if isinstance(logp, tuple):
-        return tuple(shift(a) for a in logp)
-    return shift(logp)
+        return tuple(pad(a) for a in logp)
+    return pad(logp)
 
 
 def to_numpy(tree):
