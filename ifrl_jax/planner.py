@@ -306,7 +306,12 @@ def _memory(lowered) -> dict[str, int]:
 
 
 def _train_program(pc: PlanConfig, mesh, rules, rows: int, micro: int, seq: int):
-    tcfg = ts.TrainConfig(model=pc.model_config(), micro_batches=micro, kl_coef=pc.kl_coef)
+    # As the GRPO loop runs it: the LM head on the response positions only (response_len), in
+    # proportion when seq is a scaled-down length (temporaries extrapolation).
+    full = pc.prompt_len + pc.response_len
+    response = min(seq - 1, max(1, pc.response_len * seq // full))
+    tcfg = ts.TrainConfig(model=pc.model_config(), micro_batches=micro, kl_coef=pc.kl_coef,
+                          response_len=response)  # fmt: skip
     step = ts.make_train_step(tcfg, mesh, rules)
     updates = pc.ppo_epochs * (pc.prompts_per_batch // pc.minibatch_prompts)
     batch = abstract_batch(rows, seq, mesh, old_logp=updates > 1, ref_logp=pc.kl_coef != 0)

@@ -128,10 +128,11 @@ def test_plan_tiny_lowered_only():
     # k and v caches [L, R, S, K, H] in bf16, rows split over the 8 devices.
     assert p["kv_cache_bytes_per_device"] == 2 * 2 * (16 * 2 // 8) * 64 * 2 * 16 * 2
     assert p["micro_batches"] == 2 and p["fits"] is None and "not decided" in p["note"]
-    # FLOPs of one update without remat: 3 x forward (matmuls + attention) of every token.
-    d, f, n, k, h, v, t = 64, 128, 4, 2, 16, 256, 64
+    # FLOPs of one update without remat: 3 x forward (matmuls + attention) of every token, the
+    # LM head on the 32 response positions only (as the GRPO loop runs it).
+    d, f, n, k, h, v, t, r = 64, 128, 4, 2, 16, 256, 64, 32
     layer = 2 * (d * n * h + 2 * d * k * h + n * h * d + 3 * d * f) + 4 * t * n * h
-    assert p["flops_per_update"] == 16 * t * 3 * (2 * layer + 2 * d * v)
+    assert p["flops_per_update"] == 16 * 3 * (t * 2 * layer + r * 2 * d * v)
     text = planner.format_plan(p)
     assert "KV cache" in text and "tiny" in text
 
