@@ -325,15 +325,14 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _soft_scorer(config, mesh, rules):
-    """The reward model as the soft-constraint scorer (config.reward.rm_path), or None."""
-    if not config.reward.rm_path:
+def _soft_scorer(config, rm_path: str, mesh, rules):
+    """The reward model in rm_path (a train_rm workdir) as the soft-constraint scorer, or None
+    when rm_path is empty."""
+    if not rm_path:
         return None
     from ifrl_jax import reward_model
 
-    cfg, params, meta = reward_model.load_reward_model(
-        config.reward.rm_path, mesh=mesh, rules=rules
-    )
+    cfg, params, meta = reward_model.load_reward_model(rm_path, mesh=mesh, rules=rules)
     tok = tokenizer_lib.load_tokenizer(meta.get("tokenizer") or tokenizer_lib.TINY_TOKENIZER_DIR)
     encode = {k: v for k, v in meta.get("input", {}).items() if k != "template"}
     encode.setdefault("max_len", config.reward.rm_max_len)
@@ -380,13 +379,11 @@ def train(config: ml_collections.ConfigDict) -> dict:
         host["pass_rate_init"] = evaluate_now(params)["constraint_pass_rate"]
     if config.sft.steps:
         params = warm_start(config, cfg, params, tokenizer, mesh, rules, workdir)
-    stage_summaries = {}
+    rm_path, stage_summaries = config.reward.rm_path, {}
     if config.pipeline.enabled:
         rm_path, stage_summaries = reward_model_stage(
             config, cfg, params, tokenizer, train_records, mesh, rules, workdir
         )
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.reward.rm_path = rm_path
     ref_params = _copy(params) if g.kl_coef else None
 
     tcfg = _train_config(config, cfg)
@@ -414,7 +411,7 @@ def train(config: ml_collections.ConfigDict) -> dict:
             if config.reward.verifier_processes else None)  # fmt: skip
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reward")
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    soft_scorer = _soft_scorer(config, mesh, rules)
+    soft_scorer = _soft_scorer(config, rm_path, mesh, rules)
     timed = _Timed(soft_scorer) if soft_scorer is not None else None
 
     def score(recs, texts):

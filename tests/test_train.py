@@ -187,7 +187,9 @@ def test_reward_model_scores_the_soft_constraints(tmp_path):
     config = tiny_config(tmp_path / "grpo", **{"reward.rm_path": str(tmp_path / "rm")})
     train.validate(config)
     mesh = sharding.make_mesh(dict(config.mesh))
-    scorer = train._soft_scorer(config, mesh, sharding.get_rules(config.sharding))
+    scorer = train._soft_scorer(
+        config, config.reward.rm_path, mesh, sharding.get_rules(config.sharding)
+    )
     soft = records.Constraint("situation:role_play", {}, "Respond as a pirate")
     hard = records.Constraint("punctuation:no_comma", {}, "Do not use commas")
     rec = records.Record(
