@@ -10,6 +10,11 @@ the same number of tokens.
   hf        transformers `generate(do_sample=False, min_new_tokens=max_new_tokens)`.
   limit     every decode step reads all weights once: tokens/s <= batch * read bandwidth /
             weight bytes (the measured jitted-sum bandwidth of this machine, same process).
+  XLA bound one jitted call of nothing but the decode step's weight matmuls ([batch, D] x
+            [D, out] for every projection of every layer and the LM head, each on its own
+            weight array, as many bytes as the model): what XLA's own kernels need per step at
+            this row count, before any attention, sampling or loop overhead. "of XLA" = that
+            bound / our measured decode step.
 
 Run it with nothing else on the cores:
 
@@ -20,6 +25,7 @@ Run it with nothing else on the cores:
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -33,6 +39,32 @@ _NEW = flags.DEFINE_integer("new", 64, "New tokens per prompt.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (best is reported).")
 _CACHE = flags.DEFINE_enum("cache_dtype", "float32", ["float32", "bfloat16"], "KV cache dtype.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip transformers.")
+_SCAN = flags.DEFINE_bool("scan_layers", False, "Ours: stacked layers under lax.scan.")
+
+
+def decode_matmuls(cfg, rows: int) -> list[common.Matmul]:
+    """The weight matmuls of one decode step over `rows` sequences (one new token each)."""
+    d, f, v, layers = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
+    nh, kh = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    return [
+        common.Matmul("q_proj", rows, d, nh, count=layers),
+        common.Matmul("k_proj,v_proj", rows, d, kh, count=2 * layers),
+        common.Matmul("o_proj", rows, nh, d, count=layers),
+        common.Matmul("gate_proj,up_proj", rows, d, f, count=2 * layers),
+        common.Matmul("down_proj", rows, f, d, count=layers),
+        common.Matmul("lm_head", rows, d, v),
+    ]
+
+
+def xla_decode_bound(cfg, rows: int, repeats: int) -> float:
+    """Seconds per decode step that XLA's own dots need: every matmul of `decode_matmuls`, each
+    on its own weight array (so that, as in the model, the weights stream from memory), in one
+    jitted call of nothing but those dots."""
+    mms = decode_matmuls(cfg, rows)
+    weights = [jnp.full((mm.k, mm.n), 0.5, jnp.float32) for mm in mms for _ in range(mm.count)]
+    xs = {k: jnp.full((rows, k), 0.5, jnp.float32) for k in {mm.k for mm in mms}}
+    dots = jax.jit(lambda xs, ws: [xs[w.shape[0]] @ w for w in ws])
+    return common.time_fn(lambda: dots(xs, weights), repeats=max(repeats, 5)).best
 
 
 def main(argv):
@@ -42,7 +74,7 @@ def main(argv):
 
     print(common.machine_line())
     torch.set_num_threads(common.num_cores())
-    cfg = models.get_preset("qwen2_5_0_5b", num_layers=_LAYERS.value)
+    cfg = models.get_preset("qwen2_5_0_5b", num_layers=_LAYERS.value, scan_layers=_SCAN.value)
     params = models.init_params(cfg, jax.random.key(0))
     b, p, m = _BATCH.value, _PROMPT.value, _NEW.value
     ids = np.random.default_rng(0).integers(1, cfg.vocab_size, (b, p)).astype(np.int32)
@@ -57,6 +89,8 @@ def main(argv):
     ours_tps = b * m / whole.best
     ours_decode_tps = b * (m - 1) / decode_s
 
+    step_s = decode_s / (m - 1)
+    bound_s = xla_decode_bound(cfg, b, _REPEATS.value)
     weight_bytes = cfg.num_params() * 4
     bw = common.read_bandwidth()
     limit_tps = b * bw / weight_bytes
@@ -71,6 +105,9 @@ def main(argv):
         "bandwidth_gb_s": bw / 1e9, "weight_gb": weight_bytes / 1e9,
         "bandwidth_limit_tokens_per_s": limit_tps,
         "ours_decode_of_limit": ours_decode_tps / limit_tps,
+        "ours_decode_step_s": step_s, "xla_decode_bound_step_s": bound_s,
+        "ours_decode_of_xla": bound_s / step_s,
+        "xla_bound_of_limit": weight_bytes / bw / bound_s,
     }  # fmt: skip
     if not _SKIP_TORCH.value:
         hf_cfg = transformers.Qwen2Config(
@@ -97,6 +134,9 @@ def main(argv):
     share = ours_decode_tps / limit_tps
     print(f"bandwidth {bw / 1e9:.1f} GB/s, weights {weight_bytes / 1e9:.2f} GB -> limit "
           f"{limit_tps:.0f} tokens/s; ours decode = {share:.0%} of it")  # fmt: skip
+    print(f"decode step: ours {step_s * 1e3:.1f} ms; XLA's dots alone {bound_s * 1e3:.1f} ms "
+          f"(= {weight_bytes / bw / bound_s:.0%} of the bandwidth limit); ours = "
+          f"{bound_s / step_s:.0%} of XLA's bound")  # fmt: skip
     common.emit_json("generate", figures)
 
 
