@@ -121,6 +121,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
             need(os.path.exists(path), f"data.{key}", f"{path} does not exist")
 
 
+def _check_rollout_fits_mesh(config, mesh) -> None:
+    """Each sampler call's prompts must split over the data-parallel devices (before compiling)."""
+    r = config.rollout
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    per_call = r.sample_prompts * jax.process_count() if r.sample_prompts else r.prompts_per_batch
+    if per_call % ways:
+        key = "sample_prompts" if r.sample_prompts else "prompts_per_batch"
+        raise ValueError(
+            f"config.rollout.{key}={r[key]}: each sampler call's {per_call} prompts do not split "
+            f"over the {ways} data-parallel devices (config.mesh data x fsdp); use a multiple"
+        )
+
+
 def _get(config, dotted: str):
     for k in dotted.split("."):
         config = config[k]
@@ -354,6 +367,7 @@ def train(config: ml_collections.ConfigDict) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh(dict(config.mesh), flag="config.mesh")
     rules = sharding.get_rules(config.sharding)
+    _check_rollout_fits_mesh(config, mesh)
     tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
     train_records, heldout = load_data(config)
     cfg, params = build_policy(config, mesh, rules)

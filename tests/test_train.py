@@ -125,6 +125,7 @@ def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
         ("reward.rm_ids", ("situation:role_play",), r"config.reward.rm_ids=.*not a hard"),
         ("reward.rm_ids", ("punctuation:no_comma",), r"config.reward.rm_ids=.*needs a reward"),
         ("pipeline.rm_init", "other", r"config.pipeline.rm_init='other'"),
+        ("rollout.sample_prompts", 3, r"config.rollout.sample_prompts=3: must divide"),
     ],
 )
 def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, key, value, match):
@@ -135,6 +136,30 @@ def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, key, valu
 def test_mesh_that_does_not_fit_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match=r"--config.mesh=.*needs 24 devices, but 8"):
         train.train(tiny_config(tmp_path, mesh={"data": 3, "fsdp": 8, "tp": 1}))
+
+
+def test_sample_prompts_that_do_not_split_over_the_mesh_names_both(tmp_path):
+    # 2 prompts per sampler call cannot split over data x fsdp = 4 devices.
+    with pytest.raises(ValueError, match=r"config.rollout.sample_prompts=2: .* 4 data-parallel"):
+        train.train(tiny_config(tmp_path, **{"rollout.sample_prompts": 2}))
+
+
+def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, monkeypatch):
+    calls = []
+    real = train.sampling.generate
+
+    def spy(cfg, params, ids, mask, **kw):
+        calls.append((ids.shape[0], kw["num_samples"]))
+        return real(cfg, params, ids, mask, **kw)
+
+    monkeypatch.setattr(train.sampling, "generate", spy)
+    overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
+                 "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0}  # fmt: skip
+    summary = train.train(tiny_config(tmp_path, **overrides))
+    rollout_calls = [c for c in calls if c[1] == 2]  # evaluation samples 1 response per prompt
+    assert rollout_calls == [(4, 2), (4, 2)]  # 8 prompts -> two calls of 4, 2 responses each
+    (row,) = [r for r in _rows(tmp_path) if "reward/mean" in r]
+    assert summary["steps"] == 1 and np.isfinite(row["reward/mean"])
 
 
 def _free_port() -> int:
