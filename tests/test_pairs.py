@@ -164,7 +164,7 @@ def test_pairs_from_a_tiny_random_policy(tok, shipped, tmp_path):
     rng = np.random.default_rng(0)
     draw = lambda x: jax.numpy.asarray(rng.normal(0.0, 0.5, x.shape), x.dtype)
     params = jax.tree.map(draw, models.abstract_params(cfg))
-    recs = [shipped[i] for i in (1, 2, 0)]  # 1, 2 and 3 constraints
+    recs = [next(r for r in shipped if len(r.constraints) == k) for k in (1, 2, 3)]
     groups = pairs.instruction_levels(recs)
     prompts = [lv.prompt for g in groups for lv in g]
     kw = dict(batch_size=len(prompts), max_prompt_len=128, max_new_tokens=8, num_samples=2)

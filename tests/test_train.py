@@ -231,13 +231,20 @@ def test_reward_model_scores_the_soft_constraints(tmp_path):
 
 def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_path):
     """pipeline.enabled: levels -> policy pairs -> RM -> GRPO scoring reward.rm_ids by the RM."""
+    rm_id = "detectable_format:title"
     kw = {
         "pipeline.enabled": True, "pipeline.limit": 6, "pipeline.max_new_tokens": 8,
         "pipeline.batch_size": 8, "pipeline.rm.num_steps": 2, "pipeline.rm.batch_size": 8,
         "pipeline.rm.max_len": 96, "pipeline.rm.checkpoint_every": 2,
-        "reward.rm_ids": ("detectable_format:title",), "reward.rm_max_len": 96,
+        "reward.rm_ids": (rm_id,), "reward.rm_max_len": 96,
         "train.steps": 2, "train.checkpoint_every": 2,
     }  # fmt: skip
+    # Records whose first constraint is the RM's id, so that every level of every rollout
+    # batch has a slot the RM scores (and reward/rm_agreement is logged at every step).
+    shipped = REPO / "ifrl_jax" / "assets" / "instructions" / "train.jsonl"
+    rows = [x for x in open(shipped) if json.loads(x)["instruction_id_list"][0] == rm_id]
+    (tmp_path / "title_first.jsonl").write_text("".join(rows))
+    kw["data.train"] = str(tmp_path / "title_first.jsonl")
     summary = train.train(tiny_config(tmp_path, **kw))
     levels = [json.loads(x) for x in open(tmp_path / "levels.jsonl")]
     pairs = [json.loads(x) for x in open(tmp_path / "pairs.jsonl")]
