@@ -293,10 +293,10 @@ def reward_model_stage(config, cfg, params, tokenizer, train_records, mesh, rule
     summaries = {k: os.path.join(workdir, f"{k}_summary.json") for k in ("pairs", "rm")}
     write = jax.process_index() == 0
     if not os.path.exists(os.path.join(rm_dir, "DONE")):
-        groups = pairs_lib.instruction_levels(train_records)[: p.limit or None]
-        if write:
-            records.write_jsonl([lvl for g in groups for lvl in g[1:]], paths["levels"])
-        if not os.path.exists(summaries["pairs"]):
+        if not os.path.exists(summaries["pairs"]):  # a restart after the pairs keeps them
+            groups = pairs_lib.instruction_levels(train_records)[: p.limit or None]
+            if write:
+                records.write_jsonl([lvl for g in groups for lvl in g[1:]], paths["levels"])
             t0 = time.time()
             prompts = [lvl.prompt for g in groups for lvl in g]
             responses = pairs_lib.sample_responses(

@@ -263,3 +263,11 @@ def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_
     assert os.path.getmtime(tmp_path / "pairs.jsonl") == mtime
     assert again["rm_heldout_accuracy"] == summary["rm_heldout_accuracy"]
     assert len(_rows(tmp_path)) == len(rows) + 1
+    # A restart while the RM was unfinished (no DONE) finishes it from its checkpoint and
+    # keeps the levels and pairs as they are.
+    os.remove(tmp_path / "rm" / "DONE")
+    stamps = {f: os.path.getmtime(tmp_path / f) for f in ("levels.jsonl", "pairs.jsonl")}
+    third = train.train(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
+    assert (tmp_path / "rm" / "DONE").exists()
+    assert {f: os.path.getmtime(tmp_path / f) for f in stamps} == stamps
+    assert third["pairs"] == summary["pairs"]
