@@ -20,6 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# torch's OpenMP workers busy-wait after each parallel region by default; with both frameworks in
+# one process on 2 cores, that spinning took the cores from XLA's threads in the next timed call
+# (forward.py, 4 layers: ours fwd+bwd 5.5-5.9 s next to torch vs 5.0 s without torch in the
+# process). Passive waiting (read when torch loads OpenMP, so set before any benchmark imports
+# torch) removes that, and left transformers' own times where they were (within run-to-run noise).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def num_cores() -> int:
     """CPU cores this process may run on (its affinity mask; XLA's CPU thread pool uses these)."""
