@@ -116,6 +116,42 @@ class Matmul:
         ]
 
 
+def model_matmuls(cfg, batch: int, seq: int, head_positions: int | None = None) -> list[Matmul]:
+    """The forward pass's matmuls (shapes as our model runs them; GQA scores grouped per kv head).
+
+    Args:
+      cfg: the ModelConfig; batch, seq: B and T.
+      head_positions: positions per row the LM head runs on (default: all T).
+    Returns:
+      Matmuls with per-step counts; their flops sum to the forward FLOPs.
+    """
+    m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
+    g = n // kh
+    return [
+        Matmul("q_proj", m, d, n * h, count=layers),
+        Matmul("k_proj,v_proj", m, d, kh * h, count=2 * layers),
+        Matmul("o_proj", m, n * h, d, count=layers),
+        Matmul("gate_proj,up_proj", m, d, f, count=2 * layers),
+        Matmul("down_proj", m, f, d, count=layers),
+        Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
+        Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
+        Matmul("lm_head", batch * (head_positions or seq), d, v),
+    ]
+
+
+def train_matmuls(fwd: Sequence[Matmul], *, recompute_head: bool) -> list[Matmul]:
+    """Forward + backward matmuls (+ the LM head's forward again when chunks are rematerialised)."""
+    out = list(fwd)
+    for mm in fwd:
+        out.extend(mm.backward())
+    if recompute_head:
+        out.extend(
+            dataclasses.replace(mm, name="lm_head.remat") for mm in fwd if mm.name == "lm_head"
+        )
+    return out
+
+
 LAYOUTS = ("mk,kn", "mk,nk", "km,kn", "km,nk")  # operand layouts tried; the output is [m, n]
 
 

@@ -34,7 +34,6 @@ JAX (XLA:CPU) and torch use the same number of threads: the cores in this proces
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -63,41 +62,6 @@ _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widt
 TARGET_FWD_VS_HF = 2.1
 TARGET_FWD_OF_XLA = 0.9
 TARGET_BWD_VS_HF = 2.0
-
-
-def model_matmuls(cfg: ModelConfig, batch: int, seq: int) -> list[common.Matmul]:
-    """The forward pass's matmuls (shapes as our model runs them; GQA scores grouped per kv head).
-
-    Args:
-      cfg: the model config; batch, seq: B and T.
-    Returns:
-      Matmuls with per-step counts; their flops sum to the forward FLOPs.
-    """
-    m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
-    g = n // kh
-    return [
-        common.Matmul("q_proj", m, d, n * h, count=layers),
-        common.Matmul("k_proj,v_proj", m, d, kh * h, count=2 * layers),
-        common.Matmul("o_proj", m, n * h, d, count=layers),
-        common.Matmul("gate_proj,up_proj", m, d, f, count=2 * layers),
-        common.Matmul("down_proj", m, f, d, count=layers),
-        common.Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
-        common.Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
-        common.Matmul("lm_head", m, d, v),
-    ]
-
-
-def train_matmuls(fwd: list[common.Matmul], *, recompute_head: bool) -> list[common.Matmul]:
-    """Forward + backward matmuls (+ the LM head's forward again when chunks are rematerialised)."""
-    out = list(fwd)
-    for mm in fwd:
-        out.extend(mm.backward())
-    if recompute_head:
-        out.extend(
-            dataclasses.replace(mm, name="lm_head.remat") for mm in fwd if mm.name == "lm_head"
-        )
-    return out
 
 
 def _inputs(cfg: ModelConfig, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,13 +131,13 @@ def main(argv: list[str]) -> None:
         flush=True,
     )
 
-    fwd_mms = model_matmuls(cfg, b, t)
+    fwd_mms = common.model_matmuls(cfg, b, t)
     fwd_flops = sum(mm.flops for mm in fwd_mms)
     train_flops = 3 * fwd_flops
     mms = {
         "fwd": fwd_mms,
-        "fwd+bwd chunked": train_matmuls(fwd_mms, recompute_head=True),
-        "fwd+bwd one chunk": train_matmuls(fwd_mms, recompute_head=False),
+        "fwd+bwd chunked": common.train_matmuls(fwd_mms, recompute_head=True),
+        "fwd+bwd one chunk": common.train_matmuls(fwd_mms, recompute_head=False),
     }
     names = {}  # shape -> the first matmul name with that shape
     for mm in mms["fwd+bwd chunked"]:

@@ -44,16 +44,7 @@ _SCAN = flags.DEFINE_bool("scan_layers", False, "Ours: stacked layers under lax.
 
 def decode_matmuls(cfg, rows: int) -> list[common.Matmul]:
     """The weight matmuls of one decode step over `rows` sequences (one new token each)."""
-    d, f, v, layers = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
-    nh, kh = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    return [
-        common.Matmul("q_proj", rows, d, nh, count=layers),
-        common.Matmul("k_proj,v_proj", rows, d, kh, count=2 * layers),
-        common.Matmul("o_proj", rows, nh, d, count=layers),
-        common.Matmul("gate_proj,up_proj", rows, d, f, count=2 * layers),
-        common.Matmul("down_proj", rows, f, d, count=layers),
-        common.Matmul("lm_head", rows, d, v),
-    ]
+    return [mm for mm in common.model_matmuls(cfg, rows, 1) if not mm.name.startswith("attn")]
 
 
 def xla_decode_bound(cfg, rows: int, repeats: int) -> float:

@@ -37,7 +37,6 @@ Run it with nothing else on the cores (see benchmarks/README.md):
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import time
@@ -72,42 +71,6 @@ _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widt
 # Targets of issue 6.
 TARGET_VS_HF = 2.0
 TARGET_OF_XLA = 0.6
-
-
-def model_matmuls(
-    cfg: ModelConfig, batch: int, seq: int, head_positions: int | None = None
-) -> list[common.Matmul]:
-    """The forward pass's matmuls, as `benchmarks.forward.model_matmuls` counts them, with the
-    LM head on `head_positions` positions per row (default: all).
-
-    (Repeated here because importing benchmarks.forward would define its flags twice.)
-    """
-    m, d, f, v = batch * seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    head_m = batch * (head_positions or seq)
-    n, kh, h, layers = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
-    g = n // kh
-    return [
-        common.Matmul("q_proj", m, d, n * h, count=layers),
-        common.Matmul("k_proj,v_proj", m, d, kh * h, count=2 * layers),
-        common.Matmul("o_proj", m, n * h, d, count=layers),
-        common.Matmul("gate_proj,up_proj", m, d, f, count=2 * layers),
-        common.Matmul("down_proj", m, f, d, count=layers),
-        common.Matmul("attn_scores", g * seq, h, seq, batch=batch * kh, count=layers),
-        common.Matmul("attn_values", g * seq, seq, h, batch=batch * kh, count=layers),
-        common.Matmul("lm_head", head_m, d, v),
-    ]
-
-
-def train_matmuls(fwd: list[common.Matmul], *, recompute_head: bool) -> list[common.Matmul]:
-    """Forward + backward matmuls (+ the LM head's forward again when chunks are recomputed)."""
-    out = list(fwd)
-    for mm in fwd:
-        out.extend(mm.backward())
-    if recompute_head:
-        out.extend(
-            dataclasses.replace(mm, name="lm_head.remat") for mm in fwd if mm.name == "lm_head"
-        )
-    return out
 
 
 def make_batch(cfg: ModelConfig, b: int, t: int, prompt: int) -> dict[str, np.ndarray]:
@@ -236,11 +199,11 @@ def main(argv: list[str]) -> None:
         f"{cfg.compute_entropy}; ours' LM head on {head_positions} positions per row"
     )
 
-    fwd_mms = model_matmuls(mcfg, b, t, head_positions)
+    fwd_mms = common.model_matmuls(mcfg, b, t, head_positions)
     fwd_flops = sum(mm.flops for mm in fwd_mms)
     chunk = ts.logprob_chunk_size(cfg, b, head_positions)
     chunked = chunk < head_positions
-    update_mms = train_matmuls(fwd_mms, recompute_head=chunked)
+    update_mms = common.train_matmuls(fwd_mms, recompute_head=chunked)
     step_mms = update_mms + fwd_mms + fwd_mms  # + old and reference forwards
     flops = {"grpo step": 5 * fwd_flops, "update": 3 * fwd_flops, "logprobs (1 pass)": fwd_flops}
     t0 = time.perf_counter()
