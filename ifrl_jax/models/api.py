@@ -135,7 +135,8 @@ def _head_spec(tied: bool) -> tuple[str, str]:
 
 
 def _head_chunk(h, w, y, tied, with_entropy):
-    """One chunk's logsumexp, log p(y) and entropy (0 unless with_entropy) [B, c], fp32."""
+    """One chunk's logits z [B, c, V], softmax p [B, c, V], logsumexp, log p(y) and entropy (0
+    unless with_entropy), fp32."""
     z = jnp.einsum(_head_spec(tied)[0], h, w, preferred_element_type=jnp.float32)  # [B, c, V]
     m = jax.lax.stop_gradient(jnp.max(z, axis=-1))  # lse does not depend on the shift
     e = jnp.exp(z - m[..., None])
@@ -143,7 +144,23 @@ def _head_chunk(h, w, y, tied, with_entropy):
     lse = m + jnp.log(s)
     logp = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0] - lse
     ent = lse - jnp.sum(e * z, axis=-1) / s if with_entropy else jnp.zeros_like(logp)
-    return lse, logp, ent
+    return z, e / s[..., None], lse, logp, ent
+
+
+def _head_chunk_grads(h, w, y, z, p, lse, ent, g_logp, g_ent, tied, with_entropy):
+    """One chunk's (dh, dw) from its logits and softmax: d logp / dz = onehot(y) - p and
+    d ent / dz = -p (log p + ent); dh = dz w^T and dw = h^T dz in the head's own layout."""
+    onehot = jax.lax.broadcasted_iota(jnp.int32, p.shape, 2) == y[..., None]
+    dz = g_logp[..., None] * (onehot - p)
+    if with_entropy:
+        dz = dz - g_ent[..., None] * p * (z - lse[..., None] + ent[..., None])
+    dz = dz.astype(w.dtype)
+    dh = jnp.einsum(_head_spec(tied)[1], dz, w, preferred_element_type=jnp.float32)
+    # h^T dz is written [D, V] and, for a tied [V, D] head, transposed: XLA folds that transpose
+    # into one dot with dz's token axis as the contracted one. Written "btd,btv->vd", XLA:CPU
+    # first copied dz to [V, B*c] (218 ms per 0.6 GB) and ran the dot slower (forward.py).
+    dw = jnp.einsum("btd,btv->dv", h, dz, preferred_element_type=jnp.float32)
+    return dh.astype(h.dtype), dw.T if tied else dw
 
 
 def _split(a, n):  # [B, n*c, ...] -> [n, B, c, ...]
@@ -161,32 +178,31 @@ def _chunked_head_logprobs(h, w, y, n, tied, with_entropy):
 
 
 def _chunked_head_fwd(h, w, y, n, tied, with_entropy):
+    if n == 1:  # one chunk: logits and softmax are kept for the backward (no second head matmul)
+        z, p, lse, logp, ent = _head_chunk(h, w, y, tied, with_entropy)
+        return (logp, ent), (h, w, y, lse, ent, (z if with_entropy else None, p))
+
     def body(_, hy):
-        return None, _head_chunk(hy[0], w, hy[1], tied, with_entropy)
+        return None, _head_chunk(hy[0], w, hy[1], tied, with_entropy)[2:]
 
     _, (lse, logp, ent) = jax.lax.scan(body, None, (_split(h, n), _split(y, n)))
     logp, ent, lse = _merge(logp), _merge(ent), _merge(lse)
-    return (logp, ent), (h, w, y, lse, ent)
+    return (logp, ent), (h, w, y, lse, ent, None)
 
 
 def _chunked_head_bwd(n, tied, with_entropy, res, g):
-    """Per chunk, logits recomputed: d logp / dz = onehot(y) - p and d ent / dz =
-    -p (log p + ent), then dh = dz w^T and dw += h^T dz in the head's own layout."""
-    h, w, y, lse, ent = res
-    fwd_spec, dh_spec = _head_spec(tied)
-    dw_spec = "btd,btv->vd" if tied else "btd,btv->dv"
+    """Per chunk (logits recomputed when n > 1): `_head_chunk_grads`, dw summed over chunks."""
+    h, w, y, lse, ent, kept = res
+    if kept is not None:
+        dh, dw = _head_chunk_grads(h, w, y, *kept, lse, ent, *g, tied, with_entropy)
+        return dh, dw.astype(w.dtype), None
 
     def body(dw, xs):
         hc, yc, lc, ec, glc, gec = xs
-        z = jnp.einsum(fwd_spec, hc, w, preferred_element_type=jnp.float32)
-        p = jnp.exp(z - lc[..., None])
-        onehot = jax.lax.broadcasted_iota(jnp.int32, p.shape, 2) == yc[..., None]
-        dz = glc[..., None] * (onehot - p)
-        if with_entropy:
-            dz = dz - gec[..., None] * p * (z - lc[..., None] + ec[..., None])
-        dz = dz.astype(w.dtype)
-        dh = jnp.einsum(dh_spec, dz, w, preferred_element_type=jnp.float32).astype(hc.dtype)
-        return dw + jnp.einsum(dw_spec, hc, dz, preferred_element_type=jnp.float32), dh
+        zc = jnp.einsum(_head_spec(tied)[0], hc, w, preferred_element_type=jnp.float32)
+        pc = jnp.exp(zc - lc[..., None])
+        dh, dwc = _head_chunk_grads(hc, w, yc, zc, pc, lc, ec, glc, gec, tied, with_entropy)
+        return dw + dwc, dh
 
     xs = tuple(_split(a, n) for a in (h, y, lse, ent, *g))
     dw, dh = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
@@ -224,9 +240,10 @@ def token_logprobs(
     """log p(targets) [B, T] (and entropy [B, T]) from hidden states, chunked over T.
 
     Only a [B, chunk, V] slice of logits exists at a time; with more than one chunk each is
-    recomputed in the backward pass, so the full [B, T, V] never is. That gradient is written
-    out by hand (`_chunked_head_bwd`): per chunk dz = g * (onehot - softmax), then dh and the
-    head's gradient in the head's own layout (a tied [V, D] embedding is never transposed).
+    recomputed in the backward pass, so the full [B, T, V] never is (one chunk keeps its logits
+    for the backward pass instead). That gradient is written out by hand (`_chunked_head_bwd`):
+    per chunk dz = g * (onehot - softmax), then dh and the head's gradient in the head's own
+    layout.
 
     Args:
       hidden: [B, T, D] final hidden states; targets: [B, T] token ids.
@@ -244,10 +261,7 @@ def token_logprobs(
     pad = n * -(-t // n) - t
     h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     y = jnp.pad(targets, ((0, 0), (0, pad)))
-    if n == 1:  # one chunk: plain autodiff (XLA schedules the whole head; measured as fast)
-        _, logp, ent = _head_chunk(h, w, y, tied, with_entropy)
-    else:
-        logp, ent = _chunked_head_logprobs(h, w, y, n, tied, with_entropy)
+    logp, ent = _chunked_head_logprobs(h, w, y, n, tied, with_entropy)
     logp, ent = logp[:, :t], ent[:, :t]
     return (logp, ent) if with_entropy else logp
 
