@@ -261,3 +261,22 @@ def test_boxed_params_carry_logical_axes():
     ):
         assert all(a is not None for a in spec)  # every dim of every param is named
     assert nn.unbox  # flax logical partitioning is the mechanism
+
+
+@pytest.mark.parametrize(
+    "x_shape,k_shape,in_ndim",
+    [((2, 5, 6), (6, 4), 1), ((2, 5, 6), (6, 3, 2), 1), ((2, 5, 3, 2), (3, 2, 6), 2)],
+)
+def test_cpu_dense_vjp_equals_autodiff(x_shape, k_shape, in_ndim):
+    """The CPU weight-gradient layout (qwen2._dense_cpu) gives autodiff's dx and dkernel."""
+    from ifrl_jax.models import qwen2
+
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x, kernel = jax.random.normal(kx, x_shape), jax.random.normal(kk, k_shape)
+    out_shape = x_shape[: len(x_shape) - in_ndim] + k_shape[in_ndim:]
+    g = jax.random.normal(kg, out_shape)
+    ours = jax.grad(lambda a, b: jnp.sum(qwen2._dense_cpu(a, b, in_ndim) * g), (0, 1))(x, kernel)
+    ref = jax.grad(lambda a, b: jnp.sum(qwen2._dense(a, b, in_ndim) * g), (0, 1))(x, kernel)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -15,6 +15,7 @@ left-padded so that they end together).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -36,6 +37,44 @@ def _init(axes: Sequence[str | None], init=_NORMAL):
     return nn.with_logical_partitioning(init, tuple(axes))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_cpu(x: jax.Array, kernel: jax.Array, in_ndim: int) -> jax.Array:
+    """x [..., *in] @ kernel [*in, *out] with a weight gradient laid out for XLA:CPU.
+
+    Autodiff's weight gradient x^T g contracts the token axes of both operands, and XLA:CPU
+    copies the larger one, g ([tokens, 4864] for the MLP), to a transposed layout first. Here
+    x (the smaller one) is transposed explicitly and kept so by an optimization barrier, making
+    the gradient a plain [*in, tokens] x [tokens, *out] GEMM. Measured on 4 layers of the 0.5B
+    shape (1024 tokens): layers fwd+bwd 1.57 -> 1.33 s. Only on CPU: GPU/TPU GEMMs take
+    transposed operands natively, and remat policies there must see the forward dot.
+    """
+    return _dense(x, kernel, in_ndim)
+
+
+def _dense(x, kernel, in_ndim):
+    contract = (tuple(range(x.ndim - in_ndim, x.ndim)), tuple(range(in_ndim)))
+    return jax.lax.dot_general(x, kernel, (contract, ((), ())))
+
+
+def _dense_cpu_fwd(x, kernel, in_ndim):
+    return _dense(x, kernel, in_ndim), (x, kernel)
+
+
+def _dense_cpu_bwd(in_ndim, res, g):
+    x, kernel = res
+    lead = x.ndim - in_ndim  # the token axes
+    dx = jax.lax.dot_general(
+        g, kernel, ((tuple(range(lead, g.ndim)), tuple(range(in_ndim, kernel.ndim))), ((), ()))
+    )
+    xt = jnp.transpose(x, tuple(range(lead, x.ndim)) + tuple(range(lead)))  # [*in, *tokens]
+    xt = jax.lax.optimization_barrier(xt)  # else XLA folds the transpose back into the dot
+    dk = jax.lax.dot_general(xt, g, ((tuple(range(in_ndim, x.ndim)), tuple(range(lead))), ((), ())))
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
+
+
 class Linear(nn.Module):
     """y = x @ kernel (+ bias), contracting the last `in_ndim` dims of x."""
 
@@ -52,8 +91,8 @@ class Linear(nn.Module):
         kernel = self.param(
             "kernel", _init(self.axes), in_shape + self.features, cfg.jnp_param_dtype
         )
-        contract = (tuple(range(x.ndim - self.in_ndim, x.ndim)), tuple(range(self.in_ndim)))
-        y = jax.lax.dot_general(x, kernel.astype(cfg.jnp_dtype), (contract, ((), ())))
+        dense = _dense_cpu if jax.default_backend() == "cpu" else _dense
+        y = dense(x, kernel.astype(cfg.jnp_dtype), self.in_ndim)
         if self.use_bias:
             bias_axes = self.axes[self.in_ndim :]
             bias = self.param(
