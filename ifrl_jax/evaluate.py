@@ -50,7 +50,7 @@ def generate_texts(
     shape (one compiled program); the padding rows are dropped from the output.
     """
     rng = jax.random.key(0) if rng is None else rng
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    ways = sharding.data_ways(mesh)
     batch_size = -(-batch_size // ways) * ways  # every sampler batch splits over the devices
     out: list[str] = []
     for start in range(0, len(records), batch_size):

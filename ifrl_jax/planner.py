@@ -390,7 +390,7 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         )
     mesh = sharding.make_mesh(shape, devices=pool[:need], flag="mesh")
     rules = sharding.get_rules(pc.sharding)
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    ways = sharding.data_ways(mesh)
     rows, micro = _check(pc, ways)
     capacity, peak = ACCELERATORS[pc.accelerator]
     cfg = pc.model_config()

@@ -265,7 +265,7 @@ class RewardModelScorer:
     ):  # fmt: skip
         if cfg.num_labels < 2:
             raise ValueError(f"cfg.num_labels={cfg.num_labels}: not a classifier (need 2)")
-        self.ways = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+        self.ways = 1 if mesh is None else sharding.data_ways(mesh)
         if batch_size % self.ways:
             raise ValueError(f"batch_size={batch_size}: not a multiple of the {self.ways} "
                              "data-parallel devices (mesh axes data x fsdp)")  # fmt: skip
@@ -545,7 +545,7 @@ def train(config) -> dict[str, Any]:
     devices = jax.devices()[: config.num_devices or None]  # 0 = all
     mesh = sharding.make_mesh(dict(config.mesh), devices=devices, flag="config.mesh")
     rules = sharding.get_rules(config.sharding)
-    if config.batch_size % (ways := mesh.shape["data"] * mesh.shape["fsdp"]):
+    if config.batch_size % (ways := sharding.data_ways(mesh)):
         raise ValueError(f"config.batch_size={config.batch_size}: not a multiple of {ways} devices")
     train_rows, heldout_rows = pairs_lib.training_pairs(config)
     cfg, params = init_model(config.init_from, tokenizer=tok, preset=config.model,

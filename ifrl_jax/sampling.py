@@ -192,7 +192,7 @@ def _prepare(input_ids, attention_mask_, pad_id, buckets, mesh):
     mask = np.pad(mask, ((0, 0), (pad, 0)))
     if mesh is None:
         return (jnp.asarray(ids), jnp.asarray(mask)), p
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    ways = sharding.data_ways(mesh)
     if ids.shape[0] % ways:
         raise ValueError(
             f"{ids.shape[0]} prompts do not split over the {ways} data-parallel devices "

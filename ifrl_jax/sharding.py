@@ -220,6 +220,11 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(_BATCH))
 
 
+def data_ways(mesh: Mesh) -> int:
+    """Devices a batch is split over by `data_sharding` (mesh axes data x fsdp)."""
+    return math.prod(mesh.shape[a] for a in _BATCH)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

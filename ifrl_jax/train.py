@@ -124,7 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _check_rollout_fits_mesh(config, mesh) -> None:
     """Each sampler call's prompts must split over the data-parallel devices (before compiling)."""
     r = config.rollout
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    ways = sharding.data_ways(mesh)
     per_call = r.sample_prompts * jax.process_count() if r.sample_prompts else r.prompts_per_batch
     if per_call % ways:
         key = "sample_prompts" if r.sample_prompts else "prompts_per_batch"
