@@ -45,7 +45,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from ifrl_jax import models
+from ifrl_jax import host_memory, models
 from ifrl_jax.models.config import ModelConfig
 
 _LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers (the preset's widths are kept).")
@@ -56,6 +56,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compil
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
 _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
+_MALLOC = host_memory.define_flag()
 
 # Targets of issue 2: forward at least tunix's speed (2.1x transformers there) and >= 90% of
 # XLA's matmul rate; forward+backward at least 2x transformers.
@@ -116,6 +117,7 @@ def transformers_calls(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    malloc_line = host_memory.configure(_MALLOC.value)  # before JAX makes its backend
     import torch
 
     threads = common.num_cores()
@@ -124,6 +126,7 @@ def main(argv: list[str]) -> None:
     cfg = models.get_preset(_PRESET.value, num_layers=_LAYERS.value, dtype="float32")
     tokens = b * t
     print(common.machine_line())
+    print(f"{malloc_line}; it applies to torch in this process too")
     print(
         f"threads: XLA:CPU {threads} (cores in affinity), torch {torch.get_num_threads()} "
         f"(torch {torch.__version__}); model {_PRESET.value} x {cfg.num_layers} layers, "

@@ -49,7 +49,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from ifrl_jax import grpo, models, sharding
+from ifrl_jax import grpo, host_memory, models, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.models import ModelConfig
 
@@ -67,6 +67,7 @@ _ENTROPY = flags.DEFINE_bool("entropy", True, "Compute the entropy metric (the d
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
 _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
+_MALLOC = host_memory.define_flag()
 
 # Targets of issue 6.
 TARGET_VS_HF = 2.0
@@ -178,6 +179,7 @@ def transformers_fns(cfg: ts.TrainConfig, batch: dict, *, attn: str):
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    malloc_line = host_memory.configure(_MALLOC.value)  # before JAX makes its backend
     import torch
 
     threads = common.num_cores()
@@ -191,6 +193,7 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     tokens = b * t
     print(common.machine_line())
+    print(f"{malloc_line}; it applies to torch in this process too")
     print(
         f"threads: XLA:CPU {threads}, torch {torch.get_num_threads()} (torch {torch.__version__}); "
         f"model {_PRESET.value} x {mcfg.num_layers} layers, {mcfg.num_params() / 1e6:.1f}M "

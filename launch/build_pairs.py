@@ -19,10 +19,11 @@ hard constraints satisfy them by the rule verifiers (the pseudo-label quality ch
 """
 
 import json
+import sys
 
 from absl import app, flags
 
-from ifrl_jax import pairs
+from ifrl_jax import host_memory, pairs
 
 _INPUT = flags.DEFINE_list("input", None, "Record JSONL/Parquet file(s), comma-separated.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output pair JSONL.")
@@ -42,12 +43,14 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = off).")
 _SAMPLES = flags.DEFINE_integer("num_samples", 1, "Responses per prompt (pairs per level).")
 _MESH = flags.DEFINE_string("mesh", "", "Mesh shape, e.g. data=1,fsdp=-1,tp=1 ('' = no mesh).")
 _SHARDING = flags.DEFINE_string("sharding", "fsdp", "Sharding rules preset.")
+_MALLOC = host_memory.define_flag()
 flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    print(host_memory.configure(_MALLOC.value), file=sys.stderr)  # before JAX makes its backend
     mesh = {k: int(v) for k, v in (kv.split("=") for kv in _MESH.value.split(",") if kv)}
     summary = pairs.build(
         _INPUT.value, _OUTPUT.value, fmt=_FORMAT.value, limit=_LIMIT.value,

@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from ifrl_jax import evaluate, planner
+from ifrl_jax import evaluate, host_memory, planner
 from ifrl_jax.verifiers import SpecError
 
 _HF = flags.DEFINE_string("hf_path", "", "HF Qwen2 directory of the policy.")
@@ -41,6 +41,7 @@ _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Compute dtype.")
 _CACHE_DTYPE = flags.DEFINE_string("cache_dtype", "bfloat16", "KV cache dtype.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.mark_flag_as_required("output_dir")
+_MALLOC = host_memory.define_flag()
 
 
 def _overrides(spec: str) -> dict:
@@ -59,6 +60,7 @@ def _overrides(spec: str) -> dict:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    print(host_memory.configure(_MALLOC.value), file=sys.stderr)  # before JAX makes its backend
     try:
         text, summary = evaluate.run(
             output_dir=_OUTPUT.value, hf_path=_HF.value, checkpoint=_CKPT.value,

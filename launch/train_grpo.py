@@ -11,6 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ifrl_jax import host_memory
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # configs/ is importable
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "..", "configs", "default_cpu.py")
@@ -19,10 +21,12 @@ _DIST = flags.DEFINE_enum("distributed", "off", ["off", "auto"], "jax.distribute
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0")
 _NPROC = flags.DEFINE_integer("num_processes", None, "number of processes")
 _PID = flags.DEFINE_integer("process_id", None, "this process's index")
+_MALLOC = host_memory.define_flag()
 
 
 def main(argv):
     del argv
+    print(host_memory.configure(_MALLOC.value), file=sys.stderr)  # before JAX makes its backend
     import jax
 
     if _COORD.value:
