@@ -229,13 +229,14 @@ def matmul_bound_seconds(mms: Sequence[Matmul], seconds: dict[Shape, float]) -> 
 def time_interleaved(
     fns: dict[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 3
 ) -> dict[str, Timing]:
-    """Times several callables round-robin (one call of each per round) after warmup calls.
+    """Times several callables round-robin (one call of each per round) after warmup rounds.
 
     On a machine whose load drifts, interleaving gives every callable the same conditions, so
-    their ratios stay meaningful even where the absolute times do not.
+    their ratios stay meaningful even where the absolute times do not. The untimed warmup rounds
+    run in the same order, so the process's heap reaches the state that the timed rounds see.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
+    for _ in range(warmup):
+        for fn in fns.values():
             block(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):

@@ -24,7 +24,8 @@ chunked log-probs the LM-head forward runs a second time in the backward pass, w
 matmul bound counts (executed work) but the model-FLOP rate does not.
 
 All of these are timed round-robin, one call of each per round (`common.time_interleaved`), so
-that a drifting machine load hits every figure alike; the best round is reported.
+that a drifting machine load hits every figure alike; the best round is reported. glibc's malloc
+is set first (`--host_malloc`, as the launchers do; it applies to torch in this process too).
 
 JAX (XLA:CPU) and torch use the same number of threads: the cores in this process's affinity
 (restrict both with `taskset -c`). Run it with nothing else on the cores:
@@ -52,7 +53,9 @@ _LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers (the preset's widths
 _BATCH = flags.DEFINE_integer("batch", 4, "Sequences per batch.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Tokens per sequence.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best is reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compile, allocator).")
+_WARMUP = flags.DEFINE_integer(
+    "warmup", 3, "Untimed rounds before timing (compile; the heap settles, host_memory.py)."
+)
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
 _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
