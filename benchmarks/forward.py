@@ -12,6 +12,10 @@ weights, fp32, on CPU, measured in one process:
   hf fwd          transformers `Qwen2ForCausalLM` on the same config, torch.no_grad().
   hf fwd+bwd      the same model, loss = its own causal-LM cross-entropy (= -mean token
                   log-prob), `loss.backward()`.
+  tunix fwd       Google tunix's Qwen2 (flax NNX) on the same config, jitted, full logits;
+                  where `tunix` is importable (see benchmarks/README.md) or --tunix=on.
+  tunix fwd+bwd   value_and_grad of -mean `tunix.rl.common.selective_log_softmax` (tunix's
+                  token log-probs over the full logits).
   XLA matmuls     the FLOP/s XLA reaches on each matmul shape the model runs (forward, and the
                   dX/dW shapes of the backward pass), best over operand layouts. The "matmul
                   bound" of a step is sum(flops_i / rate_i): the time the matmuls alone would
@@ -35,6 +39,7 @@ JAX (XLA:CPU) and torch use the same number of threads: the cores in this proces
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import time
@@ -58,6 +63,9 @@ _WARMUP = flags.DEFINE_integer(
 )
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the transformers measurements.")
+_TUNIX = flags.DEFINE_enum(
+    "tunix", "auto", ["auto", "on", "off"], "Google tunix's Qwen2 too (auto = if importable)."
+)
 _PRESET = flags.DEFINE_string("preset", "qwen2_5_0_5b", "Model preset whose widths are used.")
 _MALLOC = host_memory.define_flag()
 
@@ -66,6 +74,7 @@ _MALLOC = host_memory.define_flag()
 TARGET_FWD_VS_HF = 2.1
 TARGET_FWD_OF_XLA = 0.9
 TARGET_BWD_VS_HF = 2.0
+TARGET_FWD_VS_TUNIX = 1.0
 
 
 def _inputs(cfg: ModelConfig, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +126,39 @@ def transformers_calls(
     return {"hf fwd": fwd, "hf fwd+bwd": fwd_bwd}
 
 
+def tunix_calls(cfg: ModelConfig, ids: np.ndarray, mask: np.ndarray) -> dict[str, Callable]:
+    """Google tunix's Qwen2 (flax NNX) on the same config, the way tunix's RL code runs it:
+    forward to full logits, and fwd+bwd of -mean `rl.common.selective_log_softmax` (its token
+    log-probs, log-softmax over full logits) with respect to the params."""
+    import dataclasses
+
+    from flax import nnx
+    from tunix.generate import utils as tunix_utils
+    from tunix.models.qwen2 import model as tunix_qwen2
+    from tunix.rl import common as tunix_rl
+
+    config = dataclasses.replace(
+        tunix_qwen2.ModelConfig.qwen2p5_0p5b(), num_layers=cfg.num_layers,
+        vocab_size=cfg.vocab_size, embed_dim=cfg.hidden_size, hidden_dim=cfg.intermediate_size,
+        num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
+        rope_theta=cfg.rope_theta, norm_eps=cfg.rms_norm_eps,
+        use_tied_embedding=cfg.tie_word_embeddings,
+    )  # fmt: skip
+    graphdef, params, rest = nnx.split(tunix_qwen2.Qwen2(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    x, m = jnp.asarray(ids), jnp.asarray(mask, jnp.bool_)
+    positions = tunix_utils.build_positions_from_mask(m)
+    attn = tunix_utils.make_causal_attn_mask(m, m.shape[1])  # [B, T, T]
+
+    def logits(p):
+        return nnx.merge(graphdef, p, rest)(x, positions, None, attn)[0]
+
+    def loss(p):
+        return -jnp.mean(tunix_rl.selective_log_softmax(logits(p)[:, :-1], x[:, 1:]))
+
+    fwd, step = jax.jit(logits), jax.jit(jax.value_and_grad(loss))
+    return {"tunix fwd": lambda: fwd(params), "tunix fwd+bwd": lambda: step(params)}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -159,6 +201,11 @@ def main(argv: list[str]) -> None:
     calls = ours_calls(cfg, ids, mask)
     if not _SKIP_TORCH.value:
         calls.update(transformers_calls(cfg, ids, mask, attn=_TORCH_ATTN.value))
+    use_tunix = _TUNIX.value == "on" or (
+        _TUNIX.value == "auto" and importlib.util.find_spec("tunix") is not None
+    )
+    if use_tunix:
+        calls.update(tunix_calls(cfg, ids, mask))  # --tunix=on without tunix: ImportError
     operands: dict = {}
     for shape, (_, layout) in layouts.items():
         calls[f"matmul {shape}"] = common.matmul_call(shape, layout, operands=operands)
@@ -177,19 +224,23 @@ def main(argv: list[str]) -> None:
     print(f"read bandwidth (jitted fp32 sum over 512 MiB): {bw / 1e9:.1f} GB/s")
 
     bound = {k: common.matmul_bound_seconds(v, seconds) for k, v in mms.items()}
-    hf_label = lambda label: "hf fwd" if label.endswith("fwd") else "hf fwd+bwd"
+    step_of = lambda label: label.split(" ", 1)[1].replace("fwd+bwd", "fwd+bwd one chunk", 1)
+    peer = lambda name, label: timings.get(
+        f"{name} {'fwd' if label.endswith('fwd') else 'fwd+bwd'}"
+    )
     rows, figures = [], {}
     for label in [k for k in calls if not k.startswith("matmul")]:
         timing = timings[label]
-        step = label.split(" ", 1)[1]
-        hf = timings.get(hf_label(label))
+        step = label.split(" ", 1)[1] if label.startswith("ours") else step_of(label)
+        hf, tunix = peer("hf", label), peer("tunix", label)
         row = {
             "tok_s": tokens / timing.best,
             "best_s": timing.best,
             "median_s": timing.median,
             "model_gflop_s": (fwd_flops if step == "fwd" else train_flops) / timing.best / 1e9,
-            "of_xla": bound[step] / timing.best if label.startswith("ours") else float("nan"),
+            "of_xla": bound[step] / timing.best if not label.startswith("hf") else float("nan"),
             "vs_hf": hf.best / timing.best if hf else float("nan"),
+            "vs_tunix": tunix.best / timing.best if tunix else float("nan"),
         }
         figures[label] = row
         rows.append([label, *row.values()])
@@ -203,7 +254,7 @@ def main(argv: list[str]) -> None:
         f"hf attention: {_TORCH_ATTN.value}"
     )
     common.print_table(
-        ["step", "tokens/s", "best s", "median s", "GFLOP/s", "of XLA", "vs hf"], rows
+        ["step", "tokens/s", "best s", "median s", "GFLOP/s", "of XLA", "vs hf", "vs tunix"], rows
     )
     print(f"faster fwd+bwd variant: {best_bwd}")
     checks = [("fwd of XLA matmul bound", figures["ours fwd"]["of_xla"], TARGET_FWD_OF_XLA)]
@@ -212,6 +263,8 @@ def main(argv: list[str]) -> None:
             ("fwd vs transformers", figures["ours fwd"]["vs_hf"], TARGET_FWD_VS_HF),
             ("fwd+bwd vs transformers", figures[best_bwd]["vs_hf"], TARGET_BWD_VS_HF),
         ]
+    if use_tunix:
+        checks += [("fwd vs tunix", figures["ours fwd"]["vs_tunix"], TARGET_FWD_VS_TUNIX)]
     for name, value, target in checks:
         verdict = "ok" if value >= target else "BELOW TARGET"
         print(f"target {name}: {value:.2f} (>= {target}) {verdict}")
@@ -224,6 +277,7 @@ def main(argv: list[str]) -> None:
             "seq": t,
             "threads": threads,
             "torch_attn": None if _SKIP_TORCH.value else _TORCH_ATTN.value,
+            "tunix": use_tunix,
             "load_avg_1m": os.getloadavg()[0],
             "lm_head_xla_gflop_s": rates[fwd_mms[-1].shape] / 1e9,
             "read_gb_s": bw / 1e9,
