@@ -106,7 +106,7 @@ def configure(mode: str = "auto") -> str:
     elif xla_bridge.backends_are_initialized():
         problem = "JAX's backend is already initialized (XLA's threads keep their arenas)"
     elif mode == "auto" and not cpu_only():
-        return f"host malloc: system defaults (accelerator plugins: {_accelerator_plugins()})"
+        return "host malloc: system defaults (JAX_PLATFORMS or a plugin names an accelerator)"
     if problem:
         if mode == "reuse":
             raise RuntimeError(
