@@ -30,7 +30,6 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import pkgutil
 
 MODES = ("auto", "reuse", "system")
@@ -57,13 +56,13 @@ def cpu_only(platforms: str | None = None) -> bool:
     """Whether JAX will run on XLA:CPU alone.
 
     Args:
-      platforms: a JAX_PLATFORMS value; None reads JAX's config (and so the environment). Where
+      platforms: a JAX_PLATFORMS value; None reads JAX's config (set from the environment). Where
         it is empty, the answer is whether any accelerator plugin is installed.
     """
     if platforms is None:
         import jax
 
-        platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+        platforms = jax.config.jax_platforms or ""
     if platforms:
         return {p.strip() for p in platforms.split(",") if p.strip()} == {"cpu"}
     return not _accelerator_plugins()
