@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
     # torch==2.13.0 is the CPU build the test machines carry on disk; transformers parity needs it.
     "test": [
         "pytest>=8",
+        "pytest-timeout>=2.1",  # per-test time limit (pytest.ini): a hang fails CI, not stalls it
         "hypothesis>=6.100",
         "torch==2.13.0",
         "ruff>=0.6",

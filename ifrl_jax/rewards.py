@@ -17,6 +17,13 @@ For a response to a record with constraints c_1..c_K (../shared/DESIGN.md, point
 * Math items (kind ``"math"``) score ``scale`` when the last brace-balanced ``\\boxed{...}`` of
   the (think-stripped) response equals the gold answer (both stripped of surrounding
   whitespace; no other normalization), else 0. They appear as one constraint with id ``"math"``.
+* Every hard check runs under a time limit (``timeout_s``, capped at
+  ``verifiers.MAX_TIMEOUT_S``; None means the cap), whether on a ``pool``, in this process, or,
+  when ``score`` is called outside the main thread without a pool (the training loop's reward
+  thread with ``verifier_processes=0``), on the verifiers' shared worker process. A check that
+  outlives it scores 0 and is counted in ``RewardResult.verifier_timeouts`` (log it as
+  ``reward/verifier_timeouts``); one that raises scores 0 and is counted in
+  ``verifier_errors``.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ class RewardResult:
         0 for math items).
       rm_agreement: over the slots of hard ids scored by the soft scorer (``rm_ids``), the
         fraction where the scorer's decision (p > 0.5) equals the rule verdict; None if none.
+      verifier_timeouts: hard checks that outlived their time limit (scored 0).
+      verifier_errors: hard checks that raised (scored 0).
     """
 
     rewards: np.ndarray
@@ -77,6 +86,8 @@ class RewardResult:
     ids: list[tuple[str, ...]]
     levels: np.ndarray
     rm_agreement: float | None = None
+    verifier_timeouts: int = 0
+    verifier_errors: int = 0
 
 
 # ----------------------------------------------------------------------------- math
@@ -167,8 +178,9 @@ def score(
       loose: IFEval's loose verification (also accept the response with its first/last line or
         its ``*`` removed) instead of strict.
       pool: a ``verifiers.VerifierPool`` to run the hard checks on; None runs them here.
-      timeout_s: per-check wall-clock limit of the verifiers (a check that exceeds it scores
-        0); None for no limit (deterministic, for evaluation and tests).
+      timeout_s: per-check wall-clock limit of the verifiers (a check that exceeds it scores 0
+        and is counted); None for only the ceiling ``verifiers.MAX_TIMEOUT_S`` (30 s, far above
+        any legitimate check: deterministic, for evaluation and tests).
       rm_ids: hard ids scored by ``soft_scorer`` as if they were soft (the rule verdicts are
         still computed, for ``RewardResult.rm_agreement``); ignored without a scorer.
 
@@ -197,18 +209,21 @@ def score(
 
     # Hard constraints: one verify_batch call over the instruction records.
     if_rows = [i for i, r in enumerate(records) if r.kind == "if"]
+    timeouts = errors = 0
     if if_rows:
-        hard_scores, hard_valid = verifiers.verify_batch(
+        mode = "loose" if loose else "strict"
+        report = verifiers.verify_batch_report(
             [responses[i] for i in if_rows],
             [[(c.id, c.kwargs) for c in records[i].constraints] for i in if_rows],
-            loose=loose,
+            modes=(mode,),
             think_mode=think_mode,
             pool=pool,
             timeout_s=timeout_s,
             width=k_max,
         )
-        scores[if_rows] = hard_scores
-        valid[if_rows] = hard_valid
+        scores[if_rows] = report.scores[mode]
+        valid[if_rows] = report.valid
+        timeouts, errors = report.timeouts, report.errors
         empty_rows = [i for i in if_rows if not nonempty[i]]
         scores[empty_rows] = 0.0
 
@@ -278,6 +293,8 @@ def score(
         ids=ids,
         levels=levels,
         rm_agreement=agreement,
+        verifier_timeouts=timeouts,
+        verifier_errors=errors,
     )
 
 

@@ -1,9 +1,59 @@
-"""Test setup: 8 fake CPU devices, set once before JAX is imported anywhere."""
+"""Test setup: 8 fake CPU devices, set once before JAX is imported anywhere; per-test limits."""
 
+import faulthandler
 import os
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tests allowed more than pytest.ini's default per-test limit (pytest-timeout): their own
+# subprocess timeouts plus 300 s. A node id, or a file whose module fixture (charged to the first
+# test that uses it) does the long work. A @pytest.mark.timeout on the test itself wins.
+LONG_TESTS = {
+    "tests/test_default_job.py": 900 + 300,
+    "tests/test_train.py::test_two_processes_with_a_loopback_coordinator": 2 * 600 + 300,
+    "tests/test_tokenizer.py::test_shipped_tiny_tokenizer_matches_rebuild": 600 + 300,
+    "tests/test_host_memory.py::test_reuse_stops_page_faults_and_system_keeps_them": 2 * 300 + 300,
+}
+# After a test's limit, pytest-timeout's SIGALRM fails it; if the test is stuck where no signal
+# handler can run, this much later faulthandler (a C thread) dumps every stack and exits.
+HARD_EXIT_GRACE_S = 60.0
+_stderr_fd: int | None = None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for key, seconds in LONG_TESTS.items():
+            if item.nodeid == key or item.nodeid.startswith((key + "::", key + "[")):
+                item.add_marker(pytest.mark.timeout(seconds))
+
+
+def pytest_configure(config):
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # the real stderr: output capture is not active during configure
+
+
+def pytest_unconfigure(config):
+    if _stderr_fd is not None:
+        os.close(_stderr_fd)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    if settings.timeout and settings.timeout > 0 and _stderr_fd is not None:
+        faulthandler.dump_traceback_later(
+            settings.timeout + HARD_EXIT_GRACE_S, exit=True, file=_stderr_fd
+        )
+    # None: pytest-timeout sets its own timer as well
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    faulthandler.cancel_dump_traceback_later()

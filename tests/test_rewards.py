@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,68 @@ def test_pool_gives_the_same_scores():
         there = rewards.score(recs, responses, pool=pool)
     np.testing.assert_array_equal(here.scores, there.scores)
     np.testing.assert_array_equal(here.rewards, there.rewards)
+
+
+# ----------------------------------------------------------------------------- time limits
+
+# A catastrophic regex kwarg (2^n backtracking paths without a "~"): it never ends by itself.
+STALL = Constraint("keywords:existence", {"keywords": ["(.|.)*~"]}, "Use the word ~")
+STALL_TEXT = "x" * 60
+
+
+def _score_in_thread(*args, **kwargs) -> tuple[rewards.RewardResult, float]:
+    """rewards.score in a non-main thread (as the training loop's reward thread runs it)."""
+    ex = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        start = time.monotonic()
+        result = ex.submit(rewards.score, *args, **kwargs).result(timeout=30)
+    finally:
+        ex.shutdown(wait=False)  # a stalled thread must not hold up the failure
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("where", ["thread", "pool"])
+def test_a_stalled_check_scores_zero_and_is_counted(where):
+    recs = [_rec(NO_COMMA, STALL), _rec(NO_COMMA), _rec(STALL)]
+    texts = [STALL_TEXT, STALL_TEXT + ", y", "x" * 61]
+    if where == "thread":  # verifier_processes=0: checks would run in the reward thread
+        result, seconds = _score_in_thread(recs, texts, timeout_s=0.5)
+    else:
+        from ifrl_jax import verifiers
+
+        with verifiers.VerifierPool(1, timeout_s=0.5) as pool:
+            start = time.monotonic()
+            result = rewards.score(recs, texts, pool=pool)
+            seconds = time.monotonic() - start
+    assert seconds < 15
+    np.testing.assert_array_equal(result.scores, [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(result.rewards, [2.5, 0.0, 0.0])
+    assert (result.verifier_timeouts, result.verifier_errors) == (2, 0)
+
+
+def test_no_time_limit_still_has_the_ceiling(monkeypatch):
+    from ifrl_jax.verifiers import core
+
+    monkeypatch.setattr(core, "MAX_TIMEOUT_S", 0.5)
+    result, seconds = _score_in_thread([_rec(STALL, NO_COMMA)], [STALL_TEXT], timeout_s=None)
+    assert seconds < 15
+    assert result.verifier_timeouts == 1 and result.scores.tolist() == [[0.0, 1.0]]
+
+
+def test_crashing_checks_are_counted(monkeypatch):
+    from ifrl_jax import verifiers
+
+    def crash(text, kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(verifiers.CHECKS, "detectable_format:title", crash)
+    result = rewards.score([_rec(TITLE, NO_COMMA), _rec(TITLE)], ["<<t>> x", "<<t>>"])
+    assert (result.verifier_errors, result.verifier_timeouts) == (2, 0)
+    assert result.scores.tolist() == [[0.0, 1.0], [0.0, 0.0]]
+    monkeypatch.undo()
+    fine = rewards.score([_rec(TITLE, NO_COMMA)], ["<<t>> x"])
+    assert (fine.verifier_errors, fine.verifier_timeouts) == (0, 0)
+    assert fine.scores.tolist() == [[1.0, 1.0]]
 
 
 # ----------------------------------------------------------------------------- soft constraints

@@ -3,12 +3,24 @@
 import logging
 import os
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from ifrl_jax.verifiers import VerifierPool, verify, verify_batch, verify_batch_modes
+from ifrl_jax.verifiers import (
+    CHECKS,
+    STATUS_NAMES,
+    VerifierPool,
+    core,
+    nlp,
+    verify,
+    verify_batch,
+    verify_batch_modes,
+    verify_batch_report,
+    verify_outcome,
+)
 
 NC = ("punctuation:no_comma", {})
 LOWER = ("change_case:english_lowercase", {})
@@ -161,3 +173,120 @@ def test_balanced_chunks_cover_every_task_once():
     assert sum(i < 3 for i in chunks[0]) <= 1  # the heavy tasks are spread out
     assert max(costs) <= max(_estimated_cost(t) for t in tasks) + min(costs)
     assert _balanced_chunks([], 4) == []
+
+
+# ----------------------------------------------------------------------------- time limits
+# `(.|.)*~` backtracks through 2^n paths on a text without "~": it never finishes on its own.
+STALL = ("keywords:existence", {"keywords": ["(.|.)*~"]})
+STALL_LONG_TEXT = "x" * 60
+
+
+def _in_thread(fn):
+    """Runs fn() in a new (non-main) thread; returns (its result, seconds), or fails after 30 s."""
+    out = {}
+
+    def target():
+        start = time.monotonic()
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # surfaced below
+            out["error"] = e
+        out["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the check stalled its thread"
+    if "error" in out:
+        raise out["error"]
+    return out["value"], out["seconds"]
+
+
+def test_thread_mode_times_out_and_counts():
+    report, seconds = _in_thread(
+        lambda: verify_batch_report([STALL_LONG_TEXT, "fine"], [[STALL, NC], [NC]], timeout_s=0.5)
+    )
+    assert seconds < 10
+    np.testing.assert_array_equal(report.scores["strict"], [[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(report.valid, [[True, True], [True, False]])
+    assert (report.timeouts, report.errors) == (1, 0)
+    assert report.status[0, 0] == STATUS_NAMES.index("timeout")
+    assert any("exceeded the 0.5s time limit" in m for m in report.messages)
+
+
+def test_thread_mode_verify_times_out():
+    outcome, seconds = _in_thread(lambda: verify_outcome(*STALL, STALL_LONG_TEXT, timeout_s=0.5))
+    assert seconds < 10
+    assert (outcome.passed, outcome.status) == (False, "timeout")
+    outcome, _ = _in_thread(lambda: verify_outcome(*NC, "no comma"))
+    assert (outcome.passed, outcome.status) == (True, "ok")
+
+
+def test_no_limit_means_the_ceiling_in_every_mode(monkeypatch, pool):
+    monkeypatch.setattr(core, "MAX_TIMEOUT_S", 0.5)
+    here = verify_batch_report([STALL_LONG_TEXT], [[STALL]], timeout_s=None)
+    there, seconds = _in_thread(
+        lambda: verify_batch_report([STALL_LONG_TEXT], [[STALL]], timeout_s=None)
+    )
+    pooled = pool.submit_report([STALL_LONG_TEXT], [[STALL]], timeout_s=1e9).result(timeout=30)
+    for report in (here, there, pooled):
+        assert report.scores["strict"][0, 0] == 0.0 and report.timeouts == 1
+    assert seconds < 10
+    assert core.resolve_timeout(None) == core.resolve_timeout(1e9) == 0.5
+    assert core.resolve_timeout(0.2) == 0.2
+
+
+def test_process_mode_times_out_and_counts(pool):
+    start = time.monotonic()
+    report = pool.submit_report(
+        [STALL_LONG_TEXT, "a, " + STALL_LONG_TEXT], [[NC, STALL], [STALL]], timeout_s=0.5
+    ).result(timeout=30)
+    assert time.monotonic() - start < 10
+    np.testing.assert_array_equal(report.scores["loose"], [[1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(report.scores["strict"], [[1.0, 0.0], [0.0, 0.0]])
+    assert (report.timeouts, report.errors) == (2, 0)
+    scores, valid = verify_batch(
+        [STALL_LONG_TEXT], [[NC, STALL]], pool=pool, timeout_s=0.5
+    )  # the plain API on a pool: the same verdicts
+    np.testing.assert_array_equal(scores, [[1.0, 0.0]])
+
+
+def test_report_counts_errors_and_bad_specs(monkeypatch):
+    def crash(text, kw):
+        raise ValueError("boom")
+
+    monkeypatch.setitem(CHECKS, "startend:quotation", crash)
+    report = verify_batch_report(
+        ['"quoted"', "x"],
+        [[("startend:quotation", {}), NC, ("keywords:existence", {})], [SOFT, NC]],
+    )
+    assert (report.errors, report.timeouts, report.bad_specs) == (1, 0, 1)
+    assert [STATUS_NAMES[c] for c in report.status[0]] == ["error", "ok", "bad_spec"]
+    np.testing.assert_array_equal(report.scores["strict"], [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def test_time_limit_keeps_an_enclosing_timer():
+    nlp.warmup()  # a TimeLimit loads nltk/langdetect first: seconds, on a cold process
+    fired = []
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, with method signal
+    outer_due = time.monotonic() + outer_left
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(time.monotonic()))
+    try:
+        # An enclosing timer due in 5 s survives a quick batch: same handler, about 5 s left.
+        set_at = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 5.0)
+        verify_batch([STALL_TEXT], [[NC]])
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert abs(left - (5.0 - (time.monotonic() - set_at))) < 0.5 and not fired
+        # One due in 0.2 s fires during a check that times out at 1 s; the check still stops.
+        start = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        report = verify_batch_report([STALL_LONG_TEXT], [[STALL]], timeout_s=1.0)
+        assert report.timeouts == 1 and len(fired) == 1
+        assert 0.15 < fired[0] - start < 0.9 and time.monotonic() - start < 5
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_due - time.monotonic(), 1e-3))

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from ifrl_jax.verifiers import CHECKS, HARD_IDS, nlp, strip_think, verify
+from ifrl_jax.verifiers import CHECKS, HARD_IDS, nlp, strip_think, verify, verify_outcome
 
 NC = "punctuation:no_comma"
 
@@ -424,11 +424,26 @@ def test_invalid_regex_fails_with_warning(caplog):
     assert "not a valid regular expression" in caplog.text
 
 
-def test_crashing_check_fails_with_warning(caplog):
-    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError
+def test_crashing_check_fails_with_warning_and_status_error(caplog, monkeypatch):
+    def crash(text, kw):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setitem(CHECKS, NC, crash)
     with caplog.at_level(logging.WARNING, logger="ifrl_jax.verifiers"):
-        assert verify("detectable_format:json_format", {}, deep) is False
-    assert "RecursionError" in caplog.text
+        assert verify(NC, {}, "no comma here") is False
+        outcome = verify_outcome(NC, {}, "no comma here", loose=True)
+    assert (outcome.passed, outcome.status) == (False, "error")
+    assert "ZeroDivisionError: boom" in outcome.messages[0]
+    assert "ZeroDivisionError: boom" in caplog.text
+    monkeypatch.undo()
+    assert verify_outcome(NC, {}, "no comma here").status == "ok"
+
+
+def test_json_too_deep_for_the_parser_is_not_followed_and_not_an_error():
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError
+    outcome = verify_outcome("detectable_format:json_format", {}, deep)
+    assert (outcome.passed, outcome.status) == (False, "ok")
+    assert verify("detectable_format:json_format", {}, "[" * 50 + "]" * 50) is True
 
 
 def test_verify_never_raises_on_bad_arguments():
@@ -436,11 +451,18 @@ def test_verify_never_raises_on_bad_arguments():
     assert verify("style:open_ended", {}, "x") is False  # soft ids are not verified here
     assert verify(NC, {"unexpected": 1}, "x") is False
     assert verify(NC, {}, None) is False  # type: ignore[arg-type]
+    assert verify_outcome(NC, {"unexpected": 1}, "x").status == "bad_spec"
+    assert verify_outcome(NC, {}, None).status == "bad_spec"  # type: ignore[arg-type]
+    assert verify_outcome(NC, {}, "x") == verify_outcome(NC, {}, "x", timeout_s=5)
+    assert verify_outcome(NC, {}, "x").passed and verify_outcome(NC, {}, "x").status == "ok"
 
 
 def test_catastrophic_keyword_times_out():
     kw = {"keywords": ["(a+)+$"]}
     assert verify("keywords:existence", kw, "a" * 40 + "b", timeout_s=0.2) is False
+    outcome = verify_outcome("keywords:existence", kw, "a" * 40 + "b", timeout_s=0.2)
+    assert (outcome.passed, outcome.status) == (False, "timeout")
+    assert "exceeded the 0.2s time limit" in outcome.messages[0]
 
 
 def test_language_detection_is_seeded():

@@ -237,6 +237,7 @@ def test_every_constraint_violated(per_constraint):
     assert loose == [not fails for fails in loose_bad]  # only number_paragraphs with N == 1
 
 
+@pytest.mark.timeout(300 + 300)  # its subprocess may take 300 s
 def test_real_prompts_end_to_end(prompts, tmp_path):
     """The real 541-prompt file through the launcher: single-constraint prompts alternately
     satisfied and violated, multi-constraint prompts answered with whitespace (all fail)."""

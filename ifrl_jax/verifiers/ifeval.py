@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ifrl_jax.verifiers.batch import DEFAULT_TIMEOUT_S, verify_batch_modes
+from ifrl_jax.verifiers.batch import verify_batch_modes
+from ifrl_jax.verifiers.layout import DEFAULT_TIMEOUT_S
 from ifrl_jax.verifiers.spec import SpecError, check_spec, is_hard
 
 MODES = ("strict", "loose")

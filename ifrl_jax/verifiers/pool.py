@@ -8,15 +8,21 @@ verifying batch i and collect it after sampling batch i+1; a dispatcher thread m
 Chunks are balanced by an estimated cost per task (language detection and tokenisation
 dominate), so the workers finish together.
 
-Time limits: a worker runs each (response, constraint) check under SIGALRM (see `core.py`);
-one that exceeds `timeout_s` scores 0 with a logged warning. As a backstop the parent gives
-each chunk a deadline of `n_checks * timeout_s + DEADLINE_GRACE_S`; a worker that misses it,
-or dies, is killed and replaced, its chunk is re-run one response at a time, and a response
-that fails again scores 0.
+Time limits (the design is in `core.py`): a worker runs each (response, constraint) check in
+its main thread under SIGALRM, with the limit `core.resolve_timeout(timeout_s)` (never
+unbounded); one that exceeds it scores 0, is logged and is counted (`BatchReport.timeouts`). As a
+backstop the parent gives each chunk a deadline of `n_checks * limit + DEADLINE_GRACE_S`; a worker
+that misses it (e.g. stuck in C code that never polls for signals), or dies, is killed and
+replaced, its chunk is re-run one response at a time, and a response that fails again scores 0
+with status "timeout" (deadline missed) or "error" (worker died).
+
+`shared_pool()` is the one-worker pool that the batch stage uses where SIGALRM cannot bound an
+in-process check (a non-main thread): started on first use, closed at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import heapq
@@ -33,9 +39,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ifrl_jax.verifiers import nlp
-from ifrl_jax.verifiers.batch import (
+from ifrl_jax.verifiers.core import ERROR, TIMEOUT, resolve_timeout
+from ifrl_jax.verifiers.layout import (
     DEFAULT_TIMEOUT_S,
     MODES,
+    BatchReport,
     Constraint,
     Plan,
     assemble,
@@ -48,7 +56,9 @@ logger = logging.getLogger("ifrl_jax.verifiers")
 
 DEADLINE_GRACE_S = 10.0
 STARTUP_TIMEOUT_S = 120.0
+SHARED_POOL_PROCESSES = 1
 _PRELOAD = "ifrl_jax.verifiers._preload"
+_MISSED_DEADLINE = "missed its deadline"
 
 
 # Relative cost per character of the checks that dominate run time (language detection,
@@ -114,10 +124,11 @@ class _Job:
     plan: Plan
     modes: tuple[str, ...]
     flags: tuple[bool, ...]
-    timeout_s: float | None
+    timeout_s: float  # resolved: never None
     future: concurrent.futures.Future
     results: list
     remaining: int
+    messages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,7 +162,7 @@ class VerifierPool:
 
     Args:
       processes: number of worker processes.
-      timeout_s: default per-check time limit.
+      timeout_s: default per-check time limit (None: `core.MAX_TIMEOUT_S`, the cap of any limit).
       context: multiprocessing start method, "forkserver" (default where available) or
         "spawn"; never "fork".
       chunks_per_process: each batch is cut into about processes * this many chunks.
@@ -215,7 +226,7 @@ class VerifierPool:
           `verify_batch` returns them.
         """
         mode = "loose" if loose else "strict"
-        inner = self.submit_modes(
+        inner = self.submit_report(
             responses,
             constraints,
             modes=(mode,),
@@ -223,16 +234,7 @@ class VerifierPool:
             timeout_s=timeout_s,
             width=width,
         )
-        outer: concurrent.futures.Future = concurrent.futures.Future()
-
-        def relay(f: concurrent.futures.Future) -> None:
-            if f.exception() is not None:
-                outer.set_exception(f.exception())
-            else:
-                outer.set_result(f.result()[mode])
-
-        inner.add_done_callback(relay)
-        return outer
+        return _relay(inner, lambda report: report.by_mode()[mode])
 
     def submit_modes(
         self,
@@ -246,28 +248,60 @@ class VerifierPool:
     ) -> concurrent.futures.Future:
         """Starts scoring a batch in several modes (loose reuses strict) and returns at once.
 
+        Args: as `submit_report`.
+
+        Returns:
+          A Future whose `result()` is {mode: (scores [B, K], valid [B, K])}.
+        """
+        inner = self.submit_report(
+            responses,
+            constraints,
+            modes=modes,
+            think_mode=think_mode,
+            timeout_s=timeout_s,
+            width=width,
+        )
+        return _relay(inner, BatchReport.by_mode)
+
+    def submit_report(
+        self,
+        responses: Sequence[str],
+        constraints: Sequence[Sequence[Constraint]],
+        *,
+        modes: Sequence[str] = MODES,
+        think_mode: str = "none",
+        timeout_s: float | None = None,
+        width: int | None = None,
+    ) -> concurrent.futures.Future:
+        """Starts scoring a batch and returns at once; the result counts timeouts and errors.
+
         Args:
           responses: B model outputs.
           constraints: B lists of (instruction id, kwargs).
           modes: any of "strict", "loose".
           think_mode: see `strip_think`.
-          timeout_s: per-check time limit; None uses the pool's.
+          timeout_s: per-check time limit; None uses the pool's (both capped at
+            `core.MAX_TIMEOUT_S`).
           width: K, the padded number of constraints; default the longest list.
 
         Returns:
-          A Future whose `result()` is {mode: (scores [B, K], valid [B, K])}.
+          A Future whose `result()` is a `BatchReport`.
         """
         flags = mode_flags(modes)
-        plan = plan_batch(responses, constraints, think_mode=think_mode, width=width)
+        messages: list[str] = []
+        plan = plan_batch(
+            responses, constraints, think_mode=think_mode, width=width, messages=messages
+        )
         future: concurrent.futures.Future = concurrent.futures.Future()
         job = _Job(
             plan,
             tuple(modes),
             flags,
-            self.timeout_s if timeout_s is None else timeout_s,
+            resolve_timeout(self.timeout_s if timeout_s is None else timeout_s),
             future,
             [None] * len(plan.tasks),
             0,
+            messages,
         )
         chunks = [
             _Chunk(job, indices)
@@ -326,14 +360,14 @@ class VerifierPool:
             pass
 
     def _finish(self, job: _Job) -> None:
-        scores = assemble(job.plan, job.results, job.flags)
-        out = {m: (s, job.plan.valid.copy()) for m, s in zip(job.modes, scores)}
+        report = assemble(job.plan, job.results, job.modes, job.messages)
         if not job.future.done():
-            job.future.set_result(out)
+            job.future.set_result(report)
 
     def _store(self, chunk: _Chunk, results, warnings) -> None:
         for w in warnings:
             logger.warning("verify_batch: %s", w)
+        chunk.job.messages.extend(warnings)
         for i, r in zip(chunk.indices, results):
             chunk.job.results[i] = r
         chunk.job.remaining -= 1
@@ -370,9 +404,10 @@ class VerifierPool:
         (idx,) = chunk.indices
         b, _, checks = chunk.job.plan.tasks[idx]
         fail = tuple(False for _ in chunk.job.flags)
+        code = TIMEOUT if reason == _MISSED_DEADLINE else ERROR
         self._store(
             chunk,
-            [[fail for _ in checks]],
+            [[(fail, code) for _ in checks]],
             [f"response {b}: worker {reason}; its {len(checks)} constraint(s) scored 0"],
         )
 
@@ -420,10 +455,8 @@ class VerifierPool:
                         tasks = [job.plan.tasks[i] for i in chunk.indices]
                         n_checks = sum(len(t[2]) for t in tasks)
                         w.chunk, w.state = chunk, "busy"
-                        w.deadline = math.inf
-                        if job.timeout_s is not None:
-                            w.deadline = time.monotonic() + DEADLINE_GRACE_S
-                            w.deadline += n_checks * job.timeout_s
+                        w.deadline = time.monotonic() + DEADLINE_GRACE_S
+                        w.deadline += n_checks * job.timeout_s
                         try:
                             w.conn.send(("run", id(chunk), tasks, job.flags, job.timeout_s))
                             w.sent = True
@@ -460,7 +493,7 @@ class VerifierPool:
             elif w.proc.sentinel in ready or not w.proc.is_alive():
                 reason = f"exited with code {w.proc.exitcode}"
             elif w.state == "busy" and now > w.deadline:
-                reason = "missed its deadline"
+                reason = _MISSED_DEADLINE
             elif w.state == "starting" and now > w.since + STARTUP_TIMEOUT_S:
                 reason = "did not start"
             if reason is None:
@@ -473,3 +506,47 @@ class VerifierPool:
                     self._closed = True
                     return
             self._replace(i, reason, sent=w.sent)
+
+
+def _relay(inner: concurrent.futures.Future, fn) -> concurrent.futures.Future:
+    """A Future holding `fn(inner.result())`, or inner's exception."""
+    outer: concurrent.futures.Future = concurrent.futures.Future()
+
+    def relay(f: concurrent.futures.Future) -> None:
+        if f.exception() is not None:
+            outer.set_exception(f.exception())
+        else:
+            outer.set_result(fn(f.result()))
+
+    inner.add_done_callback(relay)
+    return outer
+
+
+_shared: tuple[int, VerifierPool] | None = None  # (owner pid, pool)
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> VerifierPool:
+    """The process-wide one-worker pool for checks that SIGALRM cannot bound here.
+
+    Started on first use (the worker warms up once, a second or two), replaced if it broke or
+    was closed, never inherited across a fork, closed at interpreter exit.
+
+    Returns:
+      A running VerifierPool with `SHARED_POOL_PROCESSES` workers.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            pid, pool = _shared
+            if pid == os.getpid() and not pool._closed and not pool._broken:
+                return pool
+        pool = VerifierPool(SHARED_POOL_PROCESSES)
+        _shared = (os.getpid(), pool)
+        return pool
+
+
+@atexit.register
+def _close_shared_pool() -> None:
+    if _shared is not None and _shared[0] == os.getpid():
+        _shared[1].close()
