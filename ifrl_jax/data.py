@@ -2,7 +2,7 @@
 
 Data flow (host side, plain Python; nothing here touches a device)::
 
-    JSONL/Parquet --records.load_records--> [Record] --records.decompose_all--> levels L1..LK
+    JSONL/Parquet --records.load_records--> [Record] --curriculum.decompose_all--> levels L1..LK
       --make_dataset (schedule, shuffle, repeat, shard per JAX process, batch)--> list[Record]
       --encode_prompts (chat template, tokenizer, overlong rule)--> input_ids [B, T], mask [B, T]
 
@@ -25,7 +25,6 @@ so every host reads its own slice and global batch b is the union of the hosts' 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +32,6 @@ from typing import Any
 import grain
 import numpy as np
 
-from ifrl_jax import records as records_lib
 from ifrl_jax.records import Record
 
 OVERLONG = ("truncate_left", "drop", "error")
@@ -179,45 +177,6 @@ def make_iterator(
     if state is not None:
         it.set_state(state)
     return it
-
-
-# ----------------------------------------------------------------------------- building levels
-
-
-def build_levels(
-    inputs: str | Sequence[str], output: str, *, on_error: str = "strict"
-) -> dict[str, Any]:
-    """Loads records, splits them into curriculum levels and writes the levels as JSONL.
-
-    This is the logic behind ``launch/build_data.py``.
-
-    Args:
-      inputs: input JSONL/Parquet path(s) in the reference schema.
-      output: output JSONL path.
-      on_error: ``"strict"`` (raise on the first bad record) or ``"skip"`` (skip and count).
-
-    Returns:
-      The summary: ``records_in`` (valid records read), ``records_out``, ``per_level`` counts,
-      ``skipped`` (invalid rows plus records that cannot be split), ``skip_reasons``.
-    """
-    loaded = records_lib.load_records(inputs, on_error=on_error)
-    levels = records_lib.decompose_all(loaded.records, on_error=on_error)
-    n = records_lib.write_jsonl(levels.records, output)
-    reasons = loaded.reasons + levels.reasons
-    return {
-        "records_in": len(loaded.records),
-        "records_out": n,
-        "per_level": records_lib.level_counts(levels.records),
-        "skipped": loaded.skipped + levels.skipped,
-        "skip_reasons": dict(reasons),
-        "seeds_derived": loaded.seeds_derived,
-        "output": output,
-    }
-
-
-def summary_line(summary: dict[str, Any]) -> str:
-    """The one-line JSON form of a ``build_levels`` summary."""
-    return json.dumps(summary, sort_keys=False)
 
 
 # ----------------------------------------------------------------------------- prompt encoding

@@ -1,9 +1,9 @@
 """Evaluation: responses from the jitted sampler, scored by the verifiers and the IFEval evaluator.
 
 `generate_texts` and `hard_pass_rates` serve the training loop's periodic held-out evaluation.
-`run` (launch/eval.py) evaluates a saved policy (HF directory or orbax GRPO checkpoint) on
-IFEval's 541 prompts (shipped in assets/ifeval) and on held-out records: the four IFEval
-accuracies, per-id and per-level tables, math exact match, pass@k over n samples.
+`evaluate_ifeval` and `evaluate_records` score n samples per IFEval prompt (shipped in
+assets/ifeval) or held-out record: the four IFEval accuracies, per-id and per-level tables, math
+exact match, pass@k. `jobs.evaluate` (launch/eval.py) runs them on a saved policy.
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import data, models, records, rewards, sampling, sharding, verifiers
-from ifrl_jax import tokenizer as tokenizer_lib
-from ifrl_jax.models import hf
+from ifrl_jax import data, rewards, sampling, sharding, verifiers
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.records import Constraint, Record
 from ifrl_jax.verifiers import ifeval
@@ -92,6 +89,7 @@ def hard_pass_rates(records: Sequence[Record], responses: Sequence[str], **score
         "prompt_pass_rate": float(prompt_ok.sum() / max(has_hard.sum(), 1)),
         "constraints": int(valid.sum()),
         "prompts": int(has_hard.sum()),
+        "verifier_timeouts": result.verifier_timeouts,
     }
     per_id: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
@@ -103,7 +101,7 @@ def hard_pass_rates(records: Sequence[Record], responses: Sequence[str], **score
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation of a saved policy (launch/eval.py): IFEval's prompts and held-out records.
+# Scores and tables of n samples per IFEval prompt or held-out record (jobs.evaluate).
 # --------------------------------------------------------------------------------------------
 
 IFEVAL_PROMPTS = os.path.join(os.path.dirname(__file__), "assets", "ifeval", "input_data.jsonl")
@@ -156,119 +154,6 @@ def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _latest_step(ckpt_dir: str) -> int:
-    steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
-    steps = [s for s in steps if os.path.isdir(os.path.join(ckpt_dir, str(s), "state"))]
-    if not steps:
-        raise FileNotFoundError(
-            f"--checkpoint: no complete checkpoint (<step>/state) in {ckpt_dir}"
-        )
-    return max(steps)
-
-
-def checkpoint_state_dir(path: str) -> str:
-    """The `state` item of a GRPO checkpoint: `<workdir>` (latest step) or `<workdir>/ckpt/<N>`."""
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "state")):
-        return os.path.join(path, "state")
-    ckpt_dir = os.path.join(path, "ckpt")
-    if not os.path.isdir(ckpt_dir):
-        raise FileNotFoundError(
-            f"--checkpoint={path}: no ckpt/ directory; pass a GRPO workdir or <workdir>/ckpt/<step>"
-        )
-    return os.path.join(ckpt_dir, str(_latest_step(ckpt_dir)), "state")
-
-
-def _checkpoint_param_shapes(state_dir: str) -> dict:
-    import orbax.checkpoint as ocp
-
-    meta = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata
-    tree = getattr(meta, "tree", meta)
-    if not isinstance(tree, dict) or "params" not in tree:
-        raise ValueError(f"--checkpoint: {state_dir} holds no 'params' (not a TrainState)")
-    return jax.tree.map(lambda m: tuple(m.shape), tree["params"])
-
-
-def _checkpoint_model_config(workdir: str, preset: str | None, **fields) -> ModelConfig:
-    """The policy's ModelConfig: --preset, else the run's exported HF config.json."""
-    if preset:
-        return models.get_preset(preset, **fields)
-    for sub in ("hf_final", "sft"):
-        path = os.path.join(workdir, sub, "config.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                return hf.config_from_hf(json.load(f), where=path, **fields)
-    raise FileNotFoundError(
-        f"--checkpoint={workdir}: no hf_final/config.json or sft/config.json to rebuild the model "
-        "from; pass --preset (and --overrides, e.g. vocab_size=2048) as in the run's config"
-    )
-
-
-def load_policy(
-    *,
-    hf_path: str = "",
-    checkpoint: str = "",
-    preset: str = "",
-    overrides: dict | None = None,
-    param_dtype: str = "float32",
-    dtype: str = "bfloat16",
-    mesh: Mesh,
-    rules,
-) -> tuple[ModelConfig, dict, str]:
-    """The policy to evaluate, placed in its shardings: a HF directory or a GRPO checkpoint.
-
-    From a checkpoint only `params` is restored (orbax partial restore of the TrainState), with
-    the layer layout (scanned or not) read from the checkpoint's metadata.
-
-    Args:
-      hf_path: a HF Qwen2 directory; checkpoint: a GRPO workdir or `<workdir>/ckpt/<step>`.
-      preset, overrides: model preset and ModelConfig fields (checkpoint only; default: the
-        workdir's exported config.json).
-      param_dtype, dtype: param and compute dtypes.
-      mesh, rules: where to place the params.
-    Returns:
-      (cfg, params, a description of the source).
-    """
-    if bool(hf_path) == bool(checkpoint):
-        raise ValueError("give exactly one of --hf_path and --checkpoint")
-    fields = dict(overrides or {}, param_dtype=param_dtype, dtype=dtype)
-    if hf_path:
-        fields["compute_dtype"] = fields.pop("dtype")
-        fields.pop("param_dtype")
-        cfg, params = hf.load_hf(hf_path, dtype=param_dtype, mesh=mesh, rules=rules, **fields)
-        return cfg, params, os.path.abspath(hf_path)
-    import orbax.checkpoint as ocp
-
-    state_dir = checkpoint_state_dir(checkpoint)
-    workdir = os.path.dirname(os.path.dirname(os.path.dirname(state_dir)))
-    shapes = _checkpoint_param_shapes(state_dir)
-    fields["scan_layers"] = "layers" in shapes
-    cfg = _checkpoint_model_config(workdir, preset, **fields)
-    abstract = models.abstract_params(cfg)
-    want = {k: tuple(a.shape) for k, a in jax.tree_util.tree_leaves_with_path(abstract)}
-    saved = dict(jax.tree_util.tree_leaves_with_path(shapes, is_leaf=lambda x: type(x) is tuple))
-    if want != saved:
-        key = min(set(want) ^ set(saved) or {k for k in want if want[k] != saved[k]}, key=str)
-        raise ValueError(
-            f"--checkpoint={checkpoint}: the model config does not match the saved params at "
-            f"{jax.tree_util.keystr(key)} (config {want.get(key)}, checkpoint {saved.get(key)}); "
-            "fix --preset/--overrides"
-        )
-    item = {"params": _with_shardings(abstract, models.param_shardings(cfg, mesh, rules))}
-    args = ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True,
-    )  # fmt: skip
-    params = ocp.PyTreeCheckpointer().restore(state_dir, args=args)["params"]
-    return cfg, params, state_dir
-
-
-def _with_shardings(abstract, shardings):
-    return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
 
 
 def ifeval_records(prompts: Sequence[ifeval.Prompt]) -> list[Record]:
@@ -447,118 +332,3 @@ def evaluate_records(
             out.update({f"{name}/{k}": v for k, v in table.items()})
             lines.append(f"{name} pass@k: " + "  ".join(f"{k} {v:.4f}" for k, v in table.items()))
     return out, "\n".join(lines)
-
-
-def run(
-    *,
-    output_dir: str,
-    hf_path: str = "",
-    checkpoint: str = "",
-    preset: str = "",
-    overrides: dict | None = None,
-    tokenizer_path: str = "",
-    prompts_path: str = IFEVAL_PROMPTS,
-    records_path: str = "",
-    limit: int = 0,
-    mesh_shape: dict[str, int] | None = None,
-    sharding_preset: str = "fsdp",
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    n: int = 1,
-    max_new_tokens: int = 1024,
-    max_prompt_len: int = 2048,
-    batch_size: int = 64,
-    think_mode: str = "none",
-    param_dtype: str = "float32",
-    dtype: str = "bfloat16",
-    cache_dtype: str = "bfloat16",
-    seed: int = 0,
-) -> tuple[str, dict]:
-    """Generates with the jitted sampler and scores IFEval prompts and/or held-out records.
-
-    Writes to `output_dir`: responses.jsonl, eval_results_{strict,loose}.jsonl (IFEval, sample
-    0), samples.jsonl (n > 1), records_results.jsonl (records), summary.json.
-
-    Args:
-      output_dir: where the files go.
-      hf_path, checkpoint, preset, overrides, param_dtype, dtype: see `load_policy`.
-      tokenizer_path: default: the HF directory (or the run's hf_final) when it holds a
-        tokenizer.json, else the shipped tiny tokenizer.
-      prompts_path: IFEval prompts JSONL ("" = none); records_path: held-out records ("" = none).
-      limit: evaluate only the first `limit` prompts and records (0 = all).
-      mesh_shape, sharding_preset: the device mesh ({"data": 1, "fsdp": -1, "tp": 1} style) and
-        the rules preset.
-      temperature, top_p, n: greedy by default; n > 1 needs temperature > 0 (pass@k).
-      max_new_tokens, max_prompt_len, batch_size, cache_dtype: sampler settings.
-      think_mode: "none", "required" or "optional" (reasoning models).
-      seed: sampling seed.
-    Returns:
-      (report text, summary dict: the final JSON line).
-    """
-    t0 = time.time()
-    if n < 1 or (n > 1 and temperature <= 0):
-        raise ValueError(f"--n={n}: use n >= 1, and n > 1 only with --temperature > 0 (greedy "
-                         "samples are identical)")  # fmt: skip
-    if think_mode not in verifiers.THINK_MODES:
-        raise ValueError(f"--think_mode={think_mode!r}: use one of {verifiers.THINK_MODES}")
-    if not prompts_path and not records_path:
-        raise ValueError("nothing to evaluate: set --prompts and/or --records")
-    prompts = ifeval.read_prompts(prompts_path) if prompts_path else []
-    recs = records.load_records(records_path).records if records_path else []
-    if limit:
-        prompts, recs = prompts[:limit], recs[:limit]
-    mesh = sharding.make_mesh(mesh_shape or {"fsdp": -1}, flag="mesh")
-    rules = sharding.get_rules(sharding_preset)
-    cfg, params, source = load_policy(
-        hf_path=hf_path, checkpoint=checkpoint, preset=preset, overrides=overrides,
-        param_dtype=param_dtype, dtype=dtype, mesh=mesh, rules=rules,
-    )  # fmt: skip
-    tok = tokenizer_lib.load_tokenizer(tokenizer_path or _default_tokenizer(hf_path, checkpoint))
-    if cfg.vocab_size < tok.vocab_size:
-        raise ValueError(f"--tokenizer={tok.path} has {tok.vocab_size} ids, more than the model's "
-                         f"vocab_size {cfg.vocab_size}")  # fmt: skip
-    all_records = ifeval_records(prompts) + list(recs)
-    texts = generate_texts(
-        cfg, params, tok, all_records, max_new_tokens=max_new_tokens,
-        max_prompt_len=max_prompt_len, batch_size=batch_size, mesh=mesh, rules=rules,
-        temperature=temperature, top_p=top_p, num_samples=n, rng=jax.random.key(seed),
-        cache_dtype=cache_dtype,
-    )  # fmt: skip
-    t_gen = time.time() - t0
-    os.makedirs(output_dir, exist_ok=True)
-    summary: dict = {}
-    parts = [
-        f"policy: {source}; {len(prompts)} IFEval prompts, {len(recs)} records, n={n}, "
-        f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}"
-    ]
-    cut = len(prompts) * n
-    if prompts:
-        s, text = evaluate_ifeval(prompts, texts[:cut], n=n, output_dir=output_dir,
-                                  think_mode=think_mode)  # fmt: skip
-        summary.update(s)
-        parts.append(text)
-    if recs:
-        s, text = evaluate_records(recs, texts[cut:], n=n, output_dir=output_dir,
-                                   think_mode=think_mode)  # fmt: skip
-        summary.update(s)
-        parts.append(text)
-    summary.update(
-        n=n, temperature=temperature, generate_seconds=round(t_gen, 1),
-        seconds=round(time.time() - t0, 1), output_dir=os.path.abspath(output_dir),
-    )  # fmt: skip
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    return "\n".join(parts), summary
-
-
-def _default_tokenizer(hf_path: str, checkpoint: str) -> str:
-    candidates = [hf_path] if hf_path else []
-    if checkpoint:
-        workdir = os.path.dirname(
-            os.path.dirname(os.path.dirname(checkpoint_state_dir(checkpoint)))
-        )
-        candidates.append(os.path.join(workdir, "hf_final"))
-    for path in candidates:
-        if os.path.exists(os.path.join(path, "tokenizer.json")):
-            return path
-    return tokenizer_lib.TINY_TOKENIZER_DIR

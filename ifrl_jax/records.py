@@ -1,4 +1,4 @@
-"""Instruction records: the reference schema, validation on load, and curriculum levels.
+"""Instruction records: the reference schema, validation on load, reading and writing.
 
 A record is a task prompt plus K constraints, each an instruction id, its verifier kwargs and its
 natural-language text (../shared/DESIGN.md, point 1). On disk it uses the reference schema of the
@@ -12,7 +12,8 @@ The prompt is built upstream as ``seed + "".join(text + ". " for text in constra
 constraint texts that already end with "." or "\\n" still get ". " appended. ``seed`` is optional;
 when absent it is derived by removing exactly that suffix from the end of the prompt (this works
 on all 1,319 reference records). ``constraint`` may be empty (IFEval's 541 prompts carry no
-texts): such records load, but have no seed and cannot be split into levels.
+texts): such records load, but have no seed and cannot be split into levels
+(``curriculum.decompose``).
 
 Math/science items (upstream ids ``light`` / ``light_choice``) are records of kind ``"math"`` with
 no constraints and a gold ``answer``. Their gold answer is read from the ``answer`` field, else
@@ -33,6 +34,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from ifrl_jax.errors import UserError
+
 KINDS = ("if", "math")
 MATH_IDS = ("light", "light_choice")
 ON_ERROR = ("strict", "skip")
@@ -40,10 +43,10 @@ ON_ERROR = ("strict", "skip")
 _COMMON_FIELDS = frozenset({"prompt", "instruction_id_list", "kwargs", "constraint", "level"})
 _IF_FIELDS = _COMMON_FIELDS | {"seed", "source"}
 _MATH_FIELDS = _COMMON_FIELDS | {"answer", "ground_truth", "source"}
-_MAX_LOGGED_ERRORS = 5
+MAX_LOGGED_ERRORS = 5
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """A record that does not follow the schema; the message names file, line and field."""
 
 
@@ -113,6 +116,12 @@ class LoadResult:
     errors: list[str] = dataclasses.field(default_factory=list)
     seeds_derived: int = 0
     seeds_missing: int = 0
+
+
+def check_on_error(on_error: str) -> None:
+    """Raises UserError unless `on_error` is one of ON_ERROR ("strict", "skip")."""
+    if on_error not in ON_ERROR:
+        raise UserError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
 
 
 # ----------------------------------------------------------------------------- prompt building
@@ -317,7 +326,7 @@ def iter_rows(path: str) -> Iterator[tuple[str, Any]]:
         return _iter_parquet(path)
     if path.endswith((".jsonl", ".json")):
         return _iter_jsonl(path)
-    raise ValueError(f"{path!r}: unknown file type (expected .jsonl, .json or .parquet)")
+    raise UserError(f"{path!r}: unknown file type (expected .jsonl, .json or .parquet)")
 
 
 def _reason(err: Exception) -> str:
@@ -343,8 +352,7 @@ def load_records(paths: str | Sequence[str], *, on_error: str = "strict") -> Loa
     Raises:
       RecordError / verifiers.SpecError (both ValueError): a bad row under ``"strict"``.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
+    check_on_error(on_error)
     paths = [paths] if isinstance(paths, str) else list(paths)
     result = LoadResult(records=[])
     for path in paths:
@@ -358,7 +366,7 @@ def load_records(paths: str | Sequence[str], *, on_error: str = "strict") -> Loa
                     raise
                 result.skipped += 1
                 result.reasons[_reason(e)] += 1
-                if len(result.errors) < _MAX_LOGGED_ERRORS:
+                if len(result.errors) < MAX_LOGGED_ERRORS:
                     result.errors.append(str(e))
                 continue
             if record.kind == "if":
@@ -440,93 +448,3 @@ def write_jsonl(records: Iterable[Record], path: str) -> int:
             f.write(json.dumps(record_to_row(record), ensure_ascii=False) + "\n")
             n += 1
     return n
-
-
-# ----------------------------------------------------------------------------- curriculum
-
-
-def decompose(record: Record) -> list[Record]:
-    """Splits a K-constraint record into its curriculum levels L_1..L_K.
-
-    L_k keeps the first k constraints; its prompt is ``build_prompt(seed, texts[:k])``, so L_K's
-    prompt equals the record's own. All levels share ``source`` and ``seed``; only L_K keeps
-    ``meta`` (e.g. the reference ``chosen``/``rejected`` responses, which answer L_K and L_{K-1}).
-    Math items are returned unchanged (they have no levels).
-
-    Args:
-      record: an instruction record with a seed.
-
-    Returns:
-      ``[L_1, ..., L_K]``, or ``[record]`` for a math item.
-
-    Raises:
-      RecordError: the record has no seed (no constraint texts, or a prompt that does not end
-        with them), so its levels cannot be built.
-    """
-    if record.kind == "math":
-        return [record]
-    if record.seed is None:
-        raise RecordError(
-            f"{record.source}: field 'constraint': cannot split into levels: the record has no "
-            "constraint texts or its prompt does not end with them (give a 'seed' field)"
-        )
-    texts = [c.text for c in record.constraints]
-    k_max = len(record.constraints)
-    levels = []
-    for k in range(1, k_max + 1):
-        levels.append(
-            dataclasses.replace(
-                record,
-                prompt=build_prompt(record.seed, texts[:k]),
-                constraints=record.constraints[:k],
-                level=k,
-                meta=record.meta if k == k_max else {},
-            )
-        )
-    return levels
-
-
-def decompose_all(records: Sequence[Record], *, on_error: str = "strict") -> LoadResult:
-    """Decomposes every record into levels (see ``decompose``).
-
-    Args:
-      records: the records.
-      on_error: ``"strict"`` raises on a record without seed; ``"skip"`` skips and counts it.
-
-    Returns:
-      A LoadResult whose ``records`` are the levels, in record order (L_1..L_K of the first
-      record, then of the second, ...), with the skip counts.
-    """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
-    result = LoadResult(records=[])
-    for record in records:
-        try:
-            result.records.extend(decompose(record))
-        except RecordError as e:
-            if on_error == "strict":
-                raise
-            result.skipped += 1
-            result.reasons["no seed (cannot build levels)"] += 1
-            if len(result.errors) < _MAX_LOGGED_ERRORS:
-                result.errors.append(str(e))
-    if result.skipped:
-        logging.warning(
-            "Skipped %d records that cannot be split into levels: %s",
-            result.skipped,
-            result.errors,
-        )
-    return result
-
-
-def level_counts(records: Iterable[Record]) -> dict[str, int]:
-    """Counts records per level (``"L1"``, ``"L2"``, ...; ``"none"`` for records without level).
-
-    Args:
-      records: the records.
-
-    Returns:
-      A dict from level name to count, sorted by level.
-    """
-    counts = Counter(f"L{r.level}" if r.level is not None else "none" for r in records)
-    return dict(sorted(counts.items(), key=lambda kv: (kv[0] == "none", len(kv[0]), kv[0])))

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ifrl_jax.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tp")
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
@@ -77,13 +79,61 @@ RULES: dict[str, Rules] = {
 }
 
 
-def get_rules(preset: str) -> Rules:
-    """Returns the rules table of a named preset (flag `--config.sharding`)."""
+def get_rules(preset: str, *, flag: str = "config.sharding") -> Rules:
+    """Returns the rules table of a named preset; an unknown name is a UserError naming `flag`."""
     if preset not in RULES:
-        raise ValueError(
-            f"unknown sharding preset {preset!r} (flag --config.sharding); known: {sorted(RULES)}"
+        raise UserError(
+            f"unknown sharding preset {preset!r} (flag --{flag}); known: {sorted(RULES)}"
         )
     return RULES[preset]
+
+
+_MESH_EXAMPLE = "use axis:size pairs such as data:1,fsdp:-1,tp:1"
+
+
+def parse_mesh(spec: str, *, flag: str) -> dict[str, int]:
+    """Parses a mesh flag, "fsdp:8" or "data:1,fsdp:-1,tp:2", into {axis: size}.
+
+    The one mesh syntax of every launcher; `make_mesh` takes the result.
+
+    Args:
+      spec: comma-separated axis:size pairs over the axes data, fsdp, tp (absent axes are 1;
+        one size may be -1 = the remaining devices).
+      flag: the flag named in errors, without dashes (e.g. "mesh").
+    Returns:
+      {axis: size} for the axes given.
+    Raises:
+      UserError: naming `--flag` and the value, e.g. for "fsdp=2" or an unknown axis.
+    """
+    if not spec or not spec.strip():
+        raise UserError(f"--{flag} is empty; {_MESH_EXAMPLE}")
+    bad = f"--{flag}={spec!r}:"
+    out: dict[str, int] = {}
+    for part in spec.split(","):
+        name, sep, size = part.strip().partition(":")
+        name = name.strip()
+        if not sep:
+            raise UserError(f"{bad} {part.strip()!r} is not axis:size; {_MESH_EXAMPLE}")
+        if name not in MESH_AXES:
+            raise UserError(f"{bad} unknown axis {name!r}; use {', '.join(MESH_AXES)}")
+        if name in out:
+            raise UserError(f"{bad} axis {name!r} is given twice")
+        try:
+            out[name] = int(size)
+        except ValueError:
+            raise UserError(f"{bad} size {size!r} of {name!r} is not an integer") from None
+        if out[name] == 0 or out[name] < -1:
+            raise UserError(f"{bad} sizes must be positive (or -1 = the remaining devices)")
+    if list(out.values()).count(-1) > 1:
+        raise UserError(f"{bad} at most one axis may be -1")
+    return out
+
+
+def _show_mesh(sizes: Sequence[int], flag: str) -> str:
+    """A mesh shape as the user wrote it: axis:size pairs for a flag, a dict for a config key."""
+    if flag.startswith("config."):
+        return str(dict(zip(MESH_AXES, sizes)))
+    return ",".join(f"{a}:{n}" for a, n in zip(MESH_AXES, sizes))
 
 
 def make_mesh(
@@ -97,27 +147,30 @@ def make_mesh(
       flag: the flag/config key named in errors.
     Returns:
       A Mesh with axes ("data", "fsdp", "tp").
+    Raises:
+      UserError: a shape that does not fit the devices (the message names `--flag`).
     """
     devices = list(jax.devices() if devices is None else devices)
     unknown = set(shape) - set(MESH_AXES)
     if unknown:
-        raise ValueError(f"--{flag}: unknown mesh axes {sorted(unknown)}; use {MESH_AXES}")
+        raise UserError(f"--{flag}: unknown mesh axes {sorted(unknown)}; use {MESH_AXES}")
     sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+    show = lambda sz: _show_mesh(sz, flag)
     if sizes.count(-1) > 1:
-        raise ValueError(f"--{flag}={dict(shape)}: at most one axis may be -1")
+        raise UserError(f"--{flag}={show(sizes)}: at most one axis may be -1")
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"--{flag}={dict(shape)}: sizes must be positive or -1")
+        raise UserError(f"--{flag}={show(sizes)}: sizes must be positive or -1")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(
-                f"--{flag}={dict(shape)}: the fixed axes multiply to {known}, which does not "
+            raise UserError(
+                f"--{flag}={show(sizes)}: the fixed axes multiply to {known}, which does not "
                 f"divide the {len(devices)} devices"
             )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(
-            f"--{flag}={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+        raise UserError(
+            f"--{flag}={show(sizes)} needs {math.prod(sizes)} devices, "
             f"but {len(devices)} are available"
         )
     try:
@@ -150,10 +203,17 @@ def _check_divisible(shape, spec: PartitionSpec, mesh: Mesh, what: str, flag: st
         axes = (axes,) if isinstance(axes, str) else axes
         n = math.prod(mesh.shape[a] for a in axes)
         if size % n:
-            raise ValueError(
+            raise UserError(
                 f"{what}: dimension {dim} has size {size}, which mesh axes {axes} (size {n}) do "
                 f"not divide; choose another --{flag} preset or mesh shape"
             )
+
+
+def with_shardings(abstract, shardings):
+    """ShapeDtypeStructs of `abstract` carrying the matching leaves of `shardings`."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
 
 
 def param_logical_axes(boxed_abstract) -> object:

@@ -8,9 +8,9 @@ one-line JSON summary (records_in, records_out, per_level, skipped).
     --input=../shared/upstream-verl-if-data/train.parquet --output=/tmp/levels.jsonl
 """
 
-from absl import app, flags
+from absl import flags
 
-from ifrl_jax import data
+from ifrl_jax import cli
 
 _INPUT = flags.DEFINE_list("input", None, "Input JSONL/Parquet file(s), comma-separated.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output JSONL file.")
@@ -20,12 +20,11 @@ _ON_ERROR = flags.DEFINE_enum(
 flags.mark_flags_as_required(["input", "output"])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    summary = data.build_levels(_INPUT.value, _OUTPUT.value, on_error=_ON_ERROR.value)
-    print(data.summary_line(summary))
+def main() -> None:
+    from ifrl_jax.jobs import levels
+
+    cli.print_summary(levels.run(_INPUT.value, _OUTPUT.value, on_error=_ON_ERROR.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=False)

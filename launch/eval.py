@@ -10,74 +10,52 @@ the per-id table, pass@k, the per-level table of the records, then one JSON line
     --temperature=1.0 --n=8 --output_dir=/tmp/eval_run
 """
 
-import json
-import sys
+from absl import flags
 
-from absl import app, flags
+from ifrl_jax import cli
 
-from ifrl_jax import evaluate, host_memory, planner
-from ifrl_jax.verifiers import SpecError
-
-_HF = flags.DEFINE_string("hf_path", "", "HF Qwen2 directory of the policy.")
-_CKPT = flags.DEFINE_string("checkpoint", "", "GRPO workdir (latest ckpt/<step>) or ckpt/<step>.")
-_PRESET = flags.DEFINE_string("preset", "", "--checkpoint: model preset (default: its config).")
-_OVERRIDES = flags.DEFINE_string("overrides", "", "--checkpoint: ModelConfig fields, k=v,k=v.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer dir (default: next to the model).")
-_PROMPTS = flags.DEFINE_string("prompts", evaluate.IFEVAL_PROMPTS, "IFEval prompts; '' = none.")
-_RECORDS = flags.DEFINE_string("records", "", "Held-out records (JSONL/Parquet, reference schema).")
-_OUTPUT = flags.DEFINE_string("output_dir", None, "Directory for the result files.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Only the first N prompts and records (0 = all).")
 _MESH = flags.DEFINE_string("mesh", "data:1,fsdp:-1,tp:1", "Mesh shape, axis:size pairs.")
-_SHARDING = flags.DEFINE_string("sharding", "fsdp", "Sharding preset (ifrl_jax.sharding.RULES).")
-_TEMP = flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = off).")
-_N = flags.DEFINE_integer("n", 1, "Samples per prompt (pass@k); > 1 needs --temperature > 0.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 1024, "Response length limit.")
-_MAX_PROMPT = flags.DEFINE_integer("max_prompt_len", 2048, "Longer prompts keep their end.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Prompts per sampler call.")
-_THINK = flags.DEFINE_string("think_mode", "none", "none | required | optional (reasoning).")
-_PARAM_DTYPE = flags.DEFINE_string("param_dtype", "float32", "Param dtype.")
-_DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Compute dtype.")
-_CACHE_DTYPE = flags.DEFINE_string("cache_dtype", "bfloat16", "KV cache dtype.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_OVERRIDES = flags.DEFINE_string("overrides", "", "--checkpoint: ModelConfig fields, k=v,k=v.")
+_S, _I, _F = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float
+_FLAGS = {  # jobs.evaluate.EvalConfig fields: (define, default, help)
+    "output_dir": (_S, None, "Directory for the result files."),
+    "hf_path": (_S, "", "HF Qwen2 directory of the policy."),
+    "checkpoint": (_S, "", "GRPO workdir (latest ckpt/<step>) or ckpt/<step>."),
+    "preset": (_S, "", "--checkpoint: model preset (default: its config)."),
+    "tokenizer": (_S, "", "Tokenizer dir (default: next to the model)."),
+    "prompts": (_S, None, "IFEval prompts JSONL (default: the shipped 541); '' = none."),
+    "records": (_S, "", "Held-out records (JSONL/Parquet, reference schema)."),
+    "limit": (_I, 0, "Only the first N prompts and records (0 = all)."),
+    "sharding": (_S, "fsdp", "Sharding preset (ifrl_jax.sharding.RULES)."),
+    "temperature": (_F, 0.0, "0 = greedy."),
+    "top_p": (_F, 1.0, "Nucleus mass (1 = off)."),
+    "n": (_I, 1, "Samples per prompt (pass@k); > 1 needs --temperature > 0."),
+    "max_new_tokens": (_I, 1024, "Response length limit."),
+    "max_prompt_len": (_I, 2048, "Longer prompts keep their end."),
+    "batch_size": (_I, 64, "Prompts per sampler call."),
+    "think_mode": (_S, "none", "none | required | optional (reasoning)."),
+    "param_dtype": (_S, "float32", "Param dtype."),
+    "dtype": (_S, "bfloat16", "Compute dtype."),
+    "cache_dtype": (_S, "bfloat16", "KV cache dtype."),
+    "seed": (_I, 0, "Sampling seed."),
+}
+for _name, (_define, _default, _help) in _FLAGS.items():
+    _define(_name, _default, _help)
 flags.mark_flag_as_required("output_dir")
-_MALLOC = host_memory.define_flag()
 
 
-def _overrides(spec: str) -> dict:
-    out = {}
-    for item in filter(None, spec.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--overrides={spec!r}: {item!r} is not key=value")
-        try:
-            out[key.strip()] = json.loads(value)  # numbers, true/false
-        except ValueError:
-            out[key.strip()] = value  # strings such as remat=full
-    return out
+def main() -> None:
+    from ifrl_jax import sharding
+    from ifrl_jax.jobs import evaluate
 
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    print(host_memory.configure(_MALLOC.value), file=sys.stderr)  # before JAX makes its backend
-    try:
-        text, summary = evaluate.run(
-            output_dir=_OUTPUT.value, hf_path=_HF.value, checkpoint=_CKPT.value,
-            preset=_PRESET.value, overrides=_overrides(_OVERRIDES.value),
-            tokenizer_path=_TOKENIZER.value, prompts_path=_PROMPTS.value,
-            records_path=_RECORDS.value, limit=_LIMIT.value,
-            mesh_shape=planner.parse_mesh(_MESH.value, flag="mesh"),
-            sharding_preset=_SHARDING.value, temperature=_TEMP.value, top_p=_TOP_P.value,
-            n=_N.value, max_new_tokens=_MAX_NEW.value, max_prompt_len=_MAX_PROMPT.value,
-            batch_size=_BATCH.value, think_mode=_THINK.value, param_dtype=_PARAM_DTYPE.value,
-            dtype=_DTYPE.value, cache_dtype=_CACHE_DTYPE.value, seed=_SEED.value,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, SpecError) as e:  # messages name the flag or file
-        sys.exit(f"error: {e}")
-    print(text)
-    print(json.dumps(summary))
+    values = {name: flags.FLAGS[name].value for name in _FLAGS}
+    config = evaluate.EvalConfig(
+        mesh=sharding.parse_mesh(_MESH.value, flag="mesh"),
+        overrides=evaluate.parse_overrides(_OVERRIDES.value, flag="overrides"),
+        **{name: value for name, value in values.items() if value is not None},
+    )
+    cli.print_summary(evaluate.run(config))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=True, distributed=True)

@@ -9,11 +9,10 @@ the four accuracies.
     --input_response_data=/tmp/responses.jsonl --output_dir=/tmp/ifeval
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from ifrl_jax.verifiers import DEFAULT_TIMEOUT_S, SpecError, ifeval
+from ifrl_jax import cli
+from ifrl_jax.verifiers import DEFAULT_TIMEOUT_S
 
 _INPUT_DATA = flags.DEFINE_string("input_data", None, "Prompts JSONL (key, prompt, ids, kwargs).")
 _RESPONSES = flags.DEFINE_string("input_response_data", None, "Responses JSONL (prompt, response).")
@@ -23,21 +22,20 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", DEFAULT_TIMEOUT_S, "Per-check time 
 flags.mark_flags_as_required(["input_data", "input_response_data", "output_dir"])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        text = ifeval.run(
+def main() -> None:
+    from ifrl_jax.verifiers import ifeval  # no JAX: the report's last line is the JSON summary
+
+    print(
+        ifeval.run(
             _INPUT_DATA.value,
             _RESPONSES.value,
             _OUTPUT_DIR.value,
             processes=_PROCESSES.value,
             timeout_s=_TIMEOUT_S.value,
-        )
-    except (ifeval.EvalInputError, SpecError) as e:  # the message names the file and line
-        sys.exit(f"error: {e}")
-    print(text)
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=False)

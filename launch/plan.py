@@ -8,87 +8,57 @@ then one JSON line (params/optimizer/total bytes per device, fits, ...).
   python launch/plan.py --model=qwen2_5_7b --sweep --meshes='fsdp:8;fsdp:16;fsdp:24;fsdp:4,tp:2'
 """
 
-import json
-import math
-import os
-import re
-import sys
+from absl import flags
 
-from absl import app, flags
+from ifrl_jax import cli
 
-_MODEL = flags.DEFINE_string("model", "qwen2_5_7b", "Model preset (ifrl_jax.models.PRESETS).")
 _MESH = flags.DEFINE_string("mesh", "fsdp:8", "Mesh shape, axis:size pairs over data,fsdp,tp.")
-_SHARDING = flags.DEFINE_string("sharding", "fsdp", "Sharding preset (ifrl_jax.sharding.RULES).")
-_ACCEL = flags.DEFINE_string(
-    "accelerator", "a100-80gb", "a100-40gb|a100-80gb|h100-80gb|tpu-v5e|tpu-v5p"
-)
 _SWEEP = flags.DEFINE_boolean("sweep", False, "Plan every --presets entry over --meshes.")
-_PRESETS = flags.DEFINE_string("presets", "replicated,fsdp,tp,fsdp_tp", "Presets for --sweep.")
+_PRESETS = flags.DEFINE_list("presets", "replicated,fsdp,tp,fsdp_tp", "Presets for --sweep.")
 _MESHES = flags.DEFINE_string(
     "meshes",
     "fsdp:8;fsdp:16;fsdp:24;fsdp:4,tp:2;fsdp:8,tp:2;fsdp:12,tp:2",
     "Meshes for --sweep, separated by ';'.",
 )
-_INT = {  # PlanConfig integer fields: (default, help)
-    "prompt_len": (2048, "Prompt bucket P."),
-    "response_len": (8192, "max_new_tokens M (train rows are P + M tokens)."),
-    "n": (5, "Rollouts per prompt."),
-    "prompts_per_batch": (384, "Prompts per rollout batch."),
-    "minibatch_prompts": (96, "Prompts per optimizer update."),
-    "ppo_epochs": (1, "Passes over each rollout batch."),
-    "micro_batch_rows": (1, "Rows per data-parallel shard per micro-batch."),
-    "sample_prompts": (0, "Prompts per sampler call; 0 = the whole rollout batch (as train.py)."),
+_FLAGS = {  # planner.PlanConfig fields: (define, default, help)
+    "model": (flags.DEFINE_string, "qwen2_5_7b", "Model preset (ifrl_jax.models.PRESETS)."),
+    "sharding": (flags.DEFINE_string, "fsdp", "Sharding preset (ifrl_jax.sharding.RULES)."),
+    "accelerator": (
+        flags.DEFINE_string,
+        "a100-80gb",
+        "a100-40gb|a100-80gb|h100-80gb|tpu-v5e|tpu-v5p",
+    ),
+    "prompt_len": (flags.DEFINE_integer, 2048, "Prompt bucket P."),
+    "response_len": (flags.DEFINE_integer, 8192, "max_new_tokens M (train rows are P + M tokens)."),
+    "n": (flags.DEFINE_integer, 5, "Rollouts per prompt."),
+    "prompts_per_batch": (flags.DEFINE_integer, 384, "Prompts per rollout batch."),
+    "minibatch_prompts": (flags.DEFINE_integer, 96, "Prompts per optimizer update."),
+    "ppo_epochs": (flags.DEFINE_integer, 1, "Passes over each rollout batch."),
+    "micro_batch_rows": (flags.DEFINE_integer, 1, "Rows per data-parallel shard per micro-batch."),
+    "sample_prompts": (flags.DEFINE_integer, 0, "Prompts per sampler call; 0 = the whole batch."),
+    "remat": (flags.DEFINE_string, "full", "none|full|dots"),
+    "param_dtype": (flags.DEFINE_string, "float32", "Param (and Adam moment) dtype."),
+    "dtype": (flags.DEFINE_string, "bfloat16", "Compute dtype."),
+    "cache_dtype": (flags.DEFINE_string, "bfloat16", "KV cache dtype."),
+    "attention": (flags.DEFINE_string, "xla", "xla: measured only | flash: also the estimate."),
+    "kl_coef": (flags.DEFINE_float, 0.01, "> 0 keeps a reference copy of the params on devices."),
+    "headroom": (flags.DEFINE_float, 0.9, "Usable fraction of device memory."),
+    "compile": (flags.DEFINE_boolean, True, "Compile (measure temporaries); --nocompile lowers."),
 }
-for _name, (_default, _help) in _INT.items():
-    flags.DEFINE_integer(_name, _default, _help)
-_STR = {
-    "remat": ("full", "none|full|dots"),
-    "param_dtype": ("float32", "Param (and Adam moment) dtype."),
-    "dtype": ("bfloat16", "Compute dtype."),
-    "cache_dtype": ("bfloat16", "KV cache dtype."),
-    "attention": ("xla", "xla: measured only | flash: also the cuDNN flash-attention estimate."),
-}
-for _name, (_default, _help) in _STR.items():
-    flags.DEFINE_string(_name, _default, _help)
-flags.DEFINE_float("kl_coef", 0.01, "> 0 keeps a reference copy of the params on the devices.")
-flags.DEFINE_float("headroom", 0.9, "Usable fraction of device memory.")
-flags.DEFINE_boolean("compile", True, "Compile (measure temporaries); --nocompile only lowers.")
+for _name, (_define, _default, _help) in _FLAGS.items():
+    _define(_name, _default, _help)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    specs = _MESHES.value.split(";") if _SWEEP.value else [_MESH.value]
-    sizes = [math.prod(int(s) for s in re.findall(r":\s*(\d+)", m)) for m in specs]
-    os.environ["JAX_PLATFORMS"] = "cpu"  # fake devices, set before jax is imported
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + f" --xla_force_host_platform_device_count={max(sizes + [1])}"
-    )
-    from ifrl_jax import planner
+def main() -> None:
+    from ifrl_jax import planner, sharding
+    from ifrl_jax.jobs import plan
 
-    f = flags.FLAGS
-    try:
-        pc = planner.PlanConfig(
-            model=_MODEL.value, mesh=tuple(planner.parse_mesh(_MESH.value).items()),
-            sharding=_SHARDING.value, accelerator=_ACCEL.value, kl_coef=f.kl_coef,
-            headroom=f.headroom, compile=f.compile,
-            **{k: f[k].value for k in (*_INT, *_STR)},
-        )  # fmt: skip
-        if _SWEEP.value:
-            show = lambda r: print(planner.format_sweep([r]).splitlines()[-1], flush=True)
-            presets = _PRESETS.value.split(",")
-            meshes = planner.parse_meshes(_MESHES.value)
-            results = planner.sweep(pc, meshes, presets, progress=show)
-            print(planner.format_sweep(results))
-            print(json.dumps({"sweep": results}))
-        else:
-            result = planner.plan(pc)
-            print(planner.format_plan(result))
-            print(json.dumps(result))
-    except ValueError as e:  # bad flag combination: the message names the flag
-        sys.exit(f"error: {e}")
+    mesh = sharding.parse_mesh(_MESH.value, flag="mesh")
+    values = {name: flags.FLAGS[name].value for name in _FLAGS}
+    config = planner.PlanConfig(mesh=tuple(mesh.items()), **values)
+    sweep = planner.parse_meshes(_MESHES.value, flag="meshes") if _SWEEP.value else []
+    cli.print_summary(plan.run(config, sweep=sweep, presets=_PRESETS.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=False)

@@ -1,9 +1,9 @@
-"""Records, validation, curriculum levels, schedules, the grain pipeline and prompt encoding."""
+"""Records, validation, curriculum levels, the levels job, schedules, the grain pipeline and
+prompt encoding."""
 
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ifrl_jax import data, records
+from ifrl_jax import curriculum, data, records
+from ifrl_jax.errors import UserError
+from ifrl_jax.jobs import levels as levels_job
 from ifrl_jax.records import Constraint, Record, RecordError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ def _levels(n_records: int = 12, k: int = 3) -> list[Record]:
     for i in range(n_records):
         cons = tuple(Constraint("punctuation:no_comma", {}, f"c{j}") for j in range(k))
         recs.append(Record(f"seed {i} ", cons, seed=f"seed {i} ", source=f"f:{i}"))
-    return records.decompose_all(recs).records
+    return curriculum.decompose_all(recs).records
 
 
 # ----------------------------------------------------------------------------- reference data
@@ -70,9 +72,9 @@ def test_reference_levels_match_the_upstream_construction(reference):
     tasks = {s["instruction"] + " " + s["input"] for s in seed_data}
     assert all(r.seed in tasks for r in loaded.records)
 
-    levels = records.decompose_all(loaded.records).records
+    levels = curriculum.decompose_all(loaded.records).records
     assert len(levels) == 6595
-    assert records.level_counts(levels) == {f"L{k}": 1319 for k in range(1, 6)}
+    assert curriculum.level_counts(levels) == {f"L{k}": 1319 for k in range(1, 6)}
     for i, rec in enumerate(raw):
         for k in range(1, 6):
             level = levels[5 * i + k - 1]
@@ -100,8 +102,8 @@ def test_ifeval_records_load_without_texts_and_cannot_be_split():
     first = loaded.records[0]
     assert first.meta == {"key": 1000} and first.constraints[0].text is None
     with pytest.raises(RecordError, match="cannot split"):
-        records.decompose(first)
-    skipped = records.decompose_all(loaded.records, on_error="skip")
+        curriculum.decompose(first)
+    skipped = curriculum.decompose_all(loaded.records, on_error="skip")
     assert skipped.records == [] and skipped.skipped == 541
 
 
@@ -200,7 +202,7 @@ def test_math_records(tmp_path):
         ("math", "4", ()),
         ("math", "6", ()),
     ]
-    assert records.decompose(loaded[0]) == [loaded[0]]
+    assert curriculum.decompose(loaded[0]) == [loaded[0]]
     bad = _write_jsonl(tmp_path / "m2.jsonl", [dict(rows[0], answer=None, constraint=[])])
     with pytest.raises(RecordError, match="field 'answer'"):
         records.load_records(bad)
@@ -209,9 +211,28 @@ def test_math_records(tmp_path):
         records.load_records(_write_jsonl(tmp_path / "m3.jsonl", [mixed]))
 
 
+def test_levels_job_writes_every_level_and_counts_skips(tmp_path):
+    rows = [_row(key=1), {"prompt": 3}, _row(constraint=[])]  # a bad row; one without texts
+    path = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = str(tmp_path / "out" / "levels.jsonl")
+    summary = levels_job.run([path], out, on_error="skip")
+    assert summary == {
+        "records_in": 2, "records_out": 2, "per_level": {"L1": 1, "L2": 1}, "skipped": 2,
+        "skip_reasons": {"RecordError in prompt": 1, "no seed (cannot build levels)": 1},
+        "seeds_derived": 1, "output": out,
+    }  # fmt: skip
+    assert [r.level for r in records.load_records(out).records] == [1, 2]
+    with pytest.raises(RecordError, match=r"in\.jsonl:2: field 'prompt'") as e:
+        levels_job.run(path, out)  # strict: the first bad record, by file:line
+    assert isinstance(e.value, UserError)  # printed as one line by the launchers
+    (tmp_path / "in.csv").write_text("prompt\n")
+    with pytest.raises(UserError, match="unknown file type"):
+        levels_job.run(str(tmp_path / "in.csv"), out)
+
+
 def test_write_then_load_round_trip(tmp_path):
     original = records.load_records(_write_jsonl(tmp_path / "a.jsonl", [_row(key=7)])).records
-    levels = records.decompose_all(original).records
+    levels = curriculum.decompose_all(original).records
     n = records.write_jsonl(levels, str(tmp_path / "out" / "levels.jsonl"))
     back = records.load_records(str(tmp_path / "out" / "levels.jsonl")).records
     assert n == 2 and back == levels
@@ -364,15 +385,6 @@ def test_encode_prompts_with_the_tiny_tokenizer():
 # ----------------------------------------------------------------------------- shipped set
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_instructions", REPO / "launch" / "make_tiny_instructions.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_shipped_instruction_set():
     from ifrl_jax import verifiers
 
@@ -386,16 +398,23 @@ def test_shipped_instruction_set():
     assert not {r.seed for r in train.records} & {r.seed for r in heldout.records}
     sizes = sum(p.stat().st_size for p in ASSETS.glob("*.jsonl"))
     assert sizes < 450_000
-    levels = records.decompose_all(train.records).records
+    levels = curriculum.decompose_all(train.records).records
     counts = collections.Counter(r.level for r in levels)
     assert counts[1] == 280 and counts[3] > 50
 
 
-def test_shipped_files_are_the_generator_output():
-    gen = _generator()
+def test_shipped_files_are_the_generator_output(tmp_path):
+    from ifrl_jax import errors
+    from ifrl_jax.jobs import tiny_instructions as gen
+
     files = gen.generate(0)
     for name, rows in files.items():
         assert (ASSETS / name).read_text(encoding="utf-8") == gen.dumps(rows), name
+    summary = gen.run(str(tmp_path), seed=1)  # the job: verified, written, then checked
+    assert list(summary["rows"].values()) == [280, 200, 280]
+    assert gen.run(str(tmp_path), seed=1, check=True)["rows"] == summary["rows"]
+    with pytest.raises(errors.UserError, match="train.jsonl differs"):
+        gen.run(str(tmp_path), seed=0, check=True)
 
 
 def test_shipped_responses_satisfy_every_constraint():

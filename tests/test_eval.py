@@ -12,6 +12,8 @@ import pytest
 from ifrl_jax import checkpoint, evaluate, models, records, sharding
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax import train_step as ts
+from ifrl_jax.errors import UserError
+from ifrl_jax.jobs import evaluate as eval_job
 from ifrl_jax.verifiers import ifeval
 
 
@@ -120,18 +122,26 @@ def tiny_hf(tmp_path_factory):
     return path, cfg, params
 
 
-def test_eval_tiny_policy_end_to_end(tiny_hf, tmp_path):
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_eval_tiny_policy_end_to_end(tiny_hf, tmp_path, capsys):
     path, _, _ = tiny_hf
     prompts = _write(tmp_path / "ifeval.jsonl", _jsonl(evaluate.IFEVAL_PROMPTS)[:5])
     heldout = os.path.join(os.path.dirname(evaluate.__file__), "assets", "instructions")
     out = str(tmp_path / "out")
-    text, summary = evaluate.run(
-        output_dir=out, hf_path=path, tokenizer_path=tokenizer_lib.TINY_TOKENIZER_DIR,
-        prompts_path=prompts, records_path=os.path.join(heldout, "heldout.jsonl"), limit=3,
-        mesh_shape={"fsdp": -1}, temperature=1.0, n=2, max_new_tokens=8, batch_size=8,
+    config = eval_job.EvalConfig(
+        output_dir=out, hf_path=path, tokenizer=tokenizer_lib.TINY_TOKENIZER_DIR,
+        prompts=prompts, records=os.path.join(heldout, "heldout.jsonl"), limit=3,
+        mesh={"fsdp": -1}, temperature=1.0, n=2, max_new_tokens=8, batch_size=8,
         dtype="float32", cache_dtype="float32",
     )  # fmt: skip
+    summary = eval_job.run(config)
+    text = capsys.readouterr().out  # the report, printed by the job
     json.dumps(summary)  # the launcher's final line
+    assert _read_json(os.path.join(out, "summary.json")) == json.loads(json.dumps(summary))
     responses = _jsonl(os.path.join(out, "responses.jsonl"))
     assert len(responses) == 3 and all(set(r) == {"prompt", "response"} for r in responses)
     # google's format round trip: the stand-alone evaluator gives the same four accuracies.
@@ -159,26 +169,25 @@ def test_eval_tiny_policy_end_to_end(tiny_hf, tmp_path):
 def test_load_policy_from_checkpoint(tiny_hf, tmp_path):
     path, cfg, params = tiny_hf
     mesh = sharding.make_mesh({"fsdp": -1})
-    tcfg = ts.TrainConfig(model=cfg)
     placed = jax.device_put(params, models.param_shardings(cfg, mesh, "fsdp"))
-    opt_state = ts.make_optimizer(tcfg).init(placed)  # eager: no compile, same tree as the run
+    opt_state = ts.make_optimizer(ts.OptimConfig()).init(placed)  # eager: the run's tree
     state = ts.TrainState(params=placed, opt_state=opt_state, step=jax.numpy.int32(7))
     workdir = tmp_path / "run"
     ckpt = checkpoint.Checkpointer(str(workdir / "ckpt"), async_save=False)
     ckpt.save(7, state, {"data": None})
     ckpt.close()
     models.save_hf(cfg, params, str(workdir / "hf_final"))  # the config comes from here
-    got_cfg, got, source = evaluate.load_policy(
+    got_cfg, got, source = eval_job.load_policy(
         checkpoint=str(workdir), mesh=mesh, rules="fsdp", dtype="float32"
     )
     assert source.endswith(os.path.join("ckpt", "7", "state"))
     assert got_cfg.vocab_size == 2048 and not got_cfg.scan_layers
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    with pytest.raises(ValueError, match="--preset"):  # tiny's 256-token vocab does not match
-        evaluate.load_policy(checkpoint=str(workdir), preset="tiny", mesh=mesh, rules="fsdp")
+    with pytest.raises(UserError, match="--preset"):  # tiny's 256-token vocab does not match
+        eval_job.load_policy(checkpoint=str(workdir), preset="tiny", mesh=mesh, rules="fsdp")
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
-        evaluate.load_policy(checkpoint=str(tmp_path), mesh=mesh, rules="fsdp")
+        eval_job.load_policy(checkpoint=str(tmp_path), mesh=mesh, rules="fsdp")
 
 
 def test_think_mode_judges_the_answer_after_the_think_block(tmp_path):
@@ -202,3 +211,32 @@ def test_think_mode_judges_the_answer_after_the_think_block(tmp_path):
     assert summary["pass@1_strict"] == 0.5  # sample 1: no closing tag fails
     assert _jsonl(tmp_path / "responses.jsonl")[0]["response"] == texts[0]  # raw output kept
     assert _jsonl(tmp_path / "responses_answer.jsonl")[0]["response"] == "no commas here"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({}, "exactly one of --hf_path and --checkpoint"),
+        ({"hf_path": "h", "checkpoint": "c"}, "exactly one of --hf_path and --checkpoint"),
+        ({"hf_path": "h", "prompts": ""}, "nothing to evaluate"),
+        ({"hf_path": "h", "n": 2}, "--n=2: .*--temperature > 0"),
+        ({"hf_path": "h", "think_mode": "maybe"}, "--think_mode='maybe'"),
+        ({"hf_path": "h", "preset": "qwen9"}, "--preset='qwen9': unknown preset"),
+        ({"hf_path": "h", "overrides": {"vocab": 3}}, r"--overrides: \['vocab'\]"),
+        ({"hf_path": "h", "dtype": "fp8"}, "--dtype='fp8'"),
+        ({"hf_path": "h", "batch_size": 0}, "--batch_size=0"),
+        ({"hf_path": "h", "top_p": 0.0}, "--top_p=0.0"),
+        ({"hf_path": "h", "sharding": "zero3"}, r"\(flag --sharding\)"),
+    ],
+)
+def test_eval_config_errors_name_the_flag(fields, message):
+    with pytest.raises(UserError, match=message):
+        eval_job.check(eval_job.EvalConfig(output_dir="o", **fields))
+
+
+def test_parse_overrides():
+    got = eval_job.parse_overrides("vocab_size=2048,remat=full,scan_layers=true")
+    assert got == {"vocab_size": 2048, "remat": "full", "scan_layers": True}
+    assert eval_job.parse_overrides("") == {}
+    with pytest.raises(UserError, match="--overrides='a=1,b': 'b' is not key=value"):
+        eval_job.parse_overrides("a=1,b")

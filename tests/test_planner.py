@@ -1,5 +1,5 @@
 """Planner: mesh flags, per-device bytes equal to what real sharded arrays hold, fit verdicts,
-FLOP counting through scans, and a lowered (not compiled) plan of the tiny preset."""
+FLOP counting through scans, flag checks, and lowered (not compiled) plans of the tiny preset."""
 
 import dataclasses
 
@@ -7,10 +7,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ifrl_jax import models, planner, sharding
+from ifrl_jax import footprint, models, planner, sharding
 from ifrl_jax import train_step as ts
+from ifrl_jax.errors import UserError
+from ifrl_jax.jobs import plan as plan_job
 
-GiB = planner.GiB
+GiB = footprint.GiB
 MESHES = {  # one mesh per preset on the 8 fake devices, using the axes the preset shards over
     "replicated": {"data": 8},
     "fsdp": {"fsdp": 8},
@@ -19,29 +21,13 @@ MESHES = {  # one mesh per preset on the 8 fake devices, using the axes the pres
 }
 
 
-def test_parse_mesh():
-    assert planner.parse_mesh("fsdp:8") == {"fsdp": 8}
-    assert planner.parse_mesh("data:1, fsdp:-1,tp:2") == {"data": 1, "fsdp": -1, "tp": 2}
+def test_parse_meshes():
     assert planner.parse_meshes("fsdp:8;fsdp:4,tp:2;") == [{"fsdp": 8}, {"fsdp": 4, "tp": 2}]
-
-
-@pytest.mark.parametrize(
-    "spec, message",
-    [
-        ("fsdp8", "not axis:size"),
-        ("model:2", "unknown axis 'model'"),
-        ("fsdp:x", "not an integer"),
-        ("fsdp:2,fsdp:4", "given twice"),
-        ("fsdp:0", "must be positive"),
-        ("", "is empty"),
-    ],
-)
-def test_parse_mesh_errors_name_the_flag(spec, message):
-    with pytest.raises(ValueError, match=message) as e:
-        planner.parse_mesh(spec, flag="mesh")
-    assert str(e.value).startswith("--mesh")
-    with pytest.raises(ValueError, match="--meshes"):
-        planner.parse_meshes(f"fsdp:8;{spec}" if spec else " ; ")
+    assert planner.mesh_name({"data": 1, "fsdp": 4, "tp": 2}) == "fsdp:4,tp:2"
+    for spec, message in [("fsdp:8;fsdp=2", "not axis:size"), (" ; ", "is empty")]:
+        with pytest.raises(UserError, match=message) as e:
+            planner.parse_meshes(spec)
+        assert str(e.value).startswith("--meshes")
 
 
 @pytest.fixture(scope="module", params=["tiny", "cpu_small"])
@@ -67,7 +53,7 @@ def test_planned_param_bytes_equal_real_sharded_arrays(sharded_params, preset):
     mesh = sharding.make_mesh(MESHES[preset])
     if preset != "fsdp_tp":  # the same real params, moved into this preset's shardings
         params = jax.device_put(params, models.param_shardings(cfg, mesh, preset))
-    planned = planner.state_bytes(ts.TrainConfig(model=cfg), mesh, sharding.get_rules(preset))
+    planned = footprint.state_bytes(cfg, mesh, sharding.get_rules(preset))
     assert _per_device_bytes(params, mesh) == [planned["params"]] * 8
     assert planned["gradients"] == planned["params"]  # float32 params: same bytes
     assert planned["optimizer"] == 2 * planned["params"] + 12  # mu, nu; 3 int32 counters
@@ -75,23 +61,24 @@ def test_planned_param_bytes_equal_real_sharded_arrays(sharded_params, preset):
 
 def test_planned_optimizer_bytes_equal_real_state(sharded_params):
     cfg, params = sharded_params
-    tcfg = ts.TrainConfig(model=cfg)
+    optim = ts.OptimConfig()
     mesh = sharding.make_mesh(MESHES["fsdp_tp"])
-    state = ts.init_state(params, cfg=tcfg, shardings=ts.state_shardings(tcfg, mesh, "fsdp_tp"))
-    planned = planner.state_bytes(tcfg, mesh, sharding.get_rules("fsdp_tp"))
+    shardings = ts.state_shardings(cfg, optim, mesh, "fsdp_tp")
+    state = ts.init_state(params, optim=optim, shardings=shardings)
+    planned = footprint.state_bytes(cfg, mesh, sharding.get_rules("fsdp_tp"), optim=optim)
     assert _per_device_bytes((state.opt_state, state.step), mesh) == [planned["optimizer"]] * 8
 
 
 def test_fits():
-    assert planner.fits(72 * GiB, "a100-80gb")  # 0.9 x 80 GiB
-    assert not planner.fits(72 * GiB + 1, "a100-80gb")
-    assert planner.fits(40 * GiB, "a100-40gb", headroom=1.0)
-    assert not planner.fits(15 * GiB, "tpu-v5e")  # 16 GiB x 0.9 = 14.4 GiB
-    assert planner.fits(85 * GiB, "tpu-v5p")
-    with pytest.raises(ValueError, match="--accelerator"):
-        planner.fits(1, "v100")
-    with pytest.raises(ValueError, match="--headroom"):
-        planner.fits(1, "h100-80gb", headroom=1.5)
+    assert footprint.fits(72 * GiB, "a100-80gb")  # 0.9 x 80 GiB
+    assert not footprint.fits(72 * GiB + 1, "a100-80gb")
+    assert footprint.fits(40 * GiB, "a100-40gb", headroom=1.0)
+    assert not footprint.fits(15 * GiB, "tpu-v5e")  # 16 GiB x 0.9 = 14.4 GiB
+    assert footprint.fits(85 * GiB, "tpu-v5p")
+    with pytest.raises(UserError, match="--accelerator"):
+        footprint.fits(1, "v100")
+    with pytest.raises(UserError, match="--headroom"):
+        footprint.fits(1, "h100-80gb", headroom=1.5)
 
 
 def test_matmul_flops_counts_scan_bodies_times_their_length():
@@ -101,7 +88,7 @@ def test_matmul_flops_counts_scan_bodies_times_their_length():
     x = jax.ShapeDtypeStruct((8, 16), jnp.float32)
     w = jax.ShapeDtypeStruct((10, 16, 16), jnp.float32)
     want = 10 * 2 * 8 * 16 * 16
-    assert planner.matmul_flops(jax.make_jaxpr(f)(x, w)) == want
+    assert footprint.matmul_flops(jax.make_jaxpr(f)(x, w)) == want
     # XLA's cost analysis counts the loop body once: the reason the planner walks the jaxpr.
     assert jax.jit(f).lower(x, w).cost_analysis()["flops"] < want
 
@@ -122,7 +109,7 @@ def test_plan_tiny_lowered_only():
     p = planner.plan(pc)
     cfg = models.get_preset("tiny")
     mesh = sharding.make_mesh({"fsdp": 8})
-    bytes_ = planner.state_bytes(ts.TrainConfig(model=cfg), mesh, sharding.get_rules("fsdp"))
+    bytes_ = footprint.state_bytes(cfg, mesh, sharding.get_rules("fsdp"))
     assert p["params_bytes_per_device"] == bytes_["params"] == p["reference_bytes_per_device"]
     assert p["optimizer_bytes_per_device"] == bytes_["optimizer"]
     # k and v caches [L, R, S, K, H] in bf16, rows split over the 8 devices.
@@ -133,17 +120,51 @@ def test_plan_tiny_lowered_only():
     d, f, n, k, h, v, t, r = 64, 128, 4, 2, 16, 256, 64, 32
     layer = 2 * (d * n * h + 2 * d * k * h + n * h * d + 3 * d * f) + 4 * t * n * h
     assert p["flops_per_update"] == 16 * 3 * (t * 2 * layer + r * 2 * d * v)
-    text = planner.format_plan(p)
+    text = plan_job.format_plan(p)
     assert "KV cache" in text and "tiny" in text
 
 
 def test_plan_errors_name_the_flag():
     base = planner.PlanConfig(model="tiny", prompts_per_batch=16, minibatch_prompts=8, n=2)
-    with pytest.raises(ValueError, match="needs 16 devices"):
+    with pytest.raises(UserError, match="needs 16 devices"):
         planner.plan(dataclasses.replace(base, mesh=(("fsdp", 16),)))
-    with pytest.raises(ValueError, match="--micro_batch_rows"):
+    with pytest.raises(UserError, match="--micro_batch_rows"):
         planner.plan(dataclasses.replace(base, micro_batch_rows=3))
-    with pytest.raises(ValueError, match="--accelerator"):
+    with pytest.raises(UserError, match="--accelerator"):
         planner.plan(dataclasses.replace(base, accelerator="tpu-v4"))
-    with pytest.raises(ValueError, match="no -1"):
+    with pytest.raises(UserError, match="no -1"):
         planner.plan(dataclasses.replace(base, mesh=(("fsdp", -1),)))
+    with pytest.raises(UserError, match="--sample_prompts=3"):
+        planner.plan(dataclasses.replace(base, sample_prompts=3))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model", "qwen9", "--model='qwen9': unknown preset"),
+        ("attention", "cudnn", "--attention='cudnn': use xla or flash"),
+        ("minibatch_prompts", 0, "--minibatch_prompts=0: must be at least 1"),
+        ("sample_prompts", -1, "--sample_prompts=-1"),
+        ("remat", "some", "ModelConfig.remat='some'.*--remat"),
+        ("cache_dtype", "float8", "--cache_dtype='float8'"),
+        ("headroom", 0.0, "--headroom=0.0"),
+    ],
+)
+def test_plan_config_checks_every_flag(field, value, message):
+    with pytest.raises(UserError, match=message):
+        planner.PlanConfig(**{field: value})
+
+
+def test_plan_job_sweep_prints_a_table_and_keeps_pairs_that_cannot_work(capsys):
+    config = planner.PlanConfig(
+        model="tiny", prompt_len=32, response_len=32, n=2, prompts_per_batch=16,
+        minibatch_prompts=8, remat="none", compile=False,
+    )  # fmt: skip
+    out = plan_job.run(config, sweep=[{"fsdp": 8}, {"tp": 8}], presets=["tp"])
+    fsdp, tp = out["sweep"]
+    assert fsdp["mesh"] == "fsdp:8" and fsdp["fits"] is None and "error" not in fsdp
+    assert tp["fits"] is False and "k_proj" in tp["error"]  # 2 kv heads over 8 devices
+    table = capsys.readouterr().out
+    assert "n/a:" in table and "fsdp:8" in table
+    with pytest.raises(UserError, match="--presets"):
+        plan_job.run(config, sweep=[{"fsdp": 8}], presets=["zero3"])

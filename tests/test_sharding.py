@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ifrl_jax import models, sharding
+from ifrl_jax.errors import UserError
 
 B = ("data", "fsdp")
 MESHES = {
@@ -105,12 +106,40 @@ def test_scanned_layers_get_a_layers_axis():
     assert spec.spec == P(None, "fsdp", "tp", None)
 
 
+def test_parse_mesh():
+    assert sharding.parse_mesh("fsdp:8", flag="mesh") == {"fsdp": 8}
+    want = {"data": 1, "fsdp": -1, "tp": 2}
+    assert sharding.parse_mesh("data:1, fsdp:-1,tp:2", flag="mesh") == want
+    assert sharding.make_mesh(sharding.parse_mesh("data:2,fsdp:-1", flag="mesh")).shape == {
+        "data": 2, "fsdp": 4, "tp": 1,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("fsdp=2", r"'fsdp=2' is not axis:size; use axis:size pairs such as data:1,fsdp:-1"),
+        ("fsdp8", "not axis:size"),
+        ("model:2", "unknown axis 'model'"),
+        ("fsdp:x", "not an integer"),
+        ("fsdp:2,fsdp:4", "given twice"),
+        ("fsdp:0", "must be positive"),
+        ("data:-1,fsdp:-1", "at most one axis may be -1"),
+        ("", "is empty"),
+    ],
+)
+def test_parse_mesh_errors_name_the_flag(spec, message):
+    with pytest.raises(UserError, match=message) as e:
+        sharding.parse_mesh(spec, flag="mesh")
+    assert str(e.value).startswith(f"--mesh={spec!r}:" if spec else "--mesh is empty")
+
+
 def test_mesh_errors_name_the_flag_and_numbers():
-    with pytest.raises(ValueError, match=r"--mesh=.*needs 12 devices, but 8 are available"):
+    with pytest.raises(UserError, match=r"--mesh=.*needs 12 devices, but 8 are available"):
         sharding.make_mesh({"data": 3, "fsdp": 4})
-    with pytest.raises(ValueError, match=r"fixed axes multiply to 3, which does not divide the 8"):
+    with pytest.raises(UserError, match=r"fixed axes multiply to 3, which does not divide the 8"):
         sharding.make_mesh({"data": 3, "fsdp": -1})
-    with pytest.raises(ValueError, match=r"--config.mesh: unknown mesh axes \['model'\]"):
+    with pytest.raises(UserError, match=r"--config.mesh: unknown mesh axes \['model'\]"):
         sharding.make_mesh({"model": 2}, flag="config.mesh")
     assert sharding.make_mesh({"data": 2, "fsdp": -1}).shape == {"data": 2, "fsdp": 4, "tp": 1}
 
@@ -118,12 +147,14 @@ def test_mesh_errors_name_the_flag_and_numbers():
 def test_indivisible_dimension_is_a_clear_error():
     cfg = models.get_preset("tiny")  # 4 query heads, 2 kv heads
     mesh = sharding.make_mesh({"tp": 8})
-    with pytest.raises(ValueError, match=r"k_proj.*size 2, which mesh axes \('tp',\) \(size 8\)"):
+    with pytest.raises(UserError, match=r"k_proj.*size 2, which mesh axes \('tp',\) \(size 8\)"):
         models.param_shardings(cfg, mesh, "tp")
     with pytest.raises(
-        ValueError, match=r"unknown sharding preset 'zero3' \(flag --config.sharding\)"
+        UserError, match=r"unknown sharding preset 'zero3' \(flag --config.sharding\)"
     ):
         sharding.get_rules("zero3")
+    with pytest.raises(UserError, match=r"\(flag --sharding\)"):
+        sharding.get_rules("zero3", flag="sharding")
 
 
 def test_constrain_is_identity_without_context_and_pins_inside():
