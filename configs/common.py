@@ -107,6 +107,4 @@ def base() -> ml_collections.ConfigDict:
     c.train.export_hf = True
     c.train.eval_init = True  # with a warm start: also evaluate the policy before it
 
-    c.debug = ml_collections.ConfigDict()
-    c.debug.crash_during_save = -1  # tests: exit while this step's checkpoint is being written
     return c

@@ -36,7 +36,7 @@ def get_config():
     c.rollout.prompts_per_batch = 16
     c.rollout.max_new_tokens = 80
     c.rollout.cache_dtype = "float32"
-    c.reward.verifier_processes = 0  # in-process, in the reward thread
+    c.reward.verifier_processes = 0  # the verifiers' one shared worker process
     c.grpo.minibatch_prompts = 8  # 2 mini-batches per rollout batch (old log-probs are used)
     # Two passes over each rollout batch (4 updates): on the same pipelines, seed 1 gained
     # +0.043 held-out instead of +0.009 with one pass (seeds 0/2: +0.082/+0.084 vs +0.078/+0.091).

@@ -11,7 +11,7 @@ denominator is computed once for the full batch (`loss_denominators`) and passed
 `policy_loss(..., denominators=...)` for each micro-batch. Summing the micro-batch losses (and
 their gradients) then gives exactly the full-batch loss (and gradient). The aux metrics follow
 the same contract: sum them over micro-batches, except keys ending in `_max`/`_min`, which merge
-by max/min (`merge_aux`).
+by max/min (`train_step.merge_aux`).
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def policy_loss(
         this batch's own.
 
     Returns:
-      (loss [], aux) with aux a dict of float32 scalars (see `merge_aux` for micro-batches):
+      (loss [], aux) with aux a dict of float32 scalars (`train_step.merge_aux` merges them):
       pg_loss, kl_loss, entropy_loss (aggregated like the loss; kl_loss is before kl_coef),
       kl_mean, approx_kl, clipfrac, clipfrac_low, clipfrac_high, dualclip_frac, ratio_mean,
       entropy_mean (token means), adv_mean, adv_abs_mean (row means), ratio_max, ratio_min,
@@ -372,23 +372,3 @@ def policy_loss(
         adv_min=jnp.min(adv_row),
     )
     return loss, {k: sg(v) for k, v in aux.items()}
-
-
-def merge_aux(a: Mapping[str, Array], b: Mapping[str, Array]) -> dict[str, Array]:
-    """Combines the aux metrics of two micro-batches: max/min for `*_max`/`*_min`, else sum.
-
-    Args:
-      a, b: aux dicts of scalars from `policy_loss` with the same full-batch denominators.
-
-    Returns:
-      The merged dict (equal to the full-batch aux).
-    """
-    out = {}
-    for k in a:
-        if k.endswith("_max"):
-            out[k] = jnp.maximum(a[k], b[k])
-        elif k.endswith("_min"):
-            out[k] = jnp.minimum(a[k], b[k])
-        else:
-            out[k] = a[k] + b[k]
-    return out

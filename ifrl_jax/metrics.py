@@ -26,6 +26,14 @@ def to_floats(metrics: Mapping) -> dict[str, float]:
     return {k: f for k, v in host.items() if (f := _scalar(v)) is not None}
 
 
+def progress(total: int, desc: str, *, start: int = 0):
+    """A console progress bar (tqdm) on process 0; a silent one elsewhere."""
+    from tqdm.auto import tqdm
+
+    disable = jax.process_index() != 0
+    return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, disable=disable)
+
+
 class MetricsWriter:
     """Appends one JSON line per step to `workdir/metrics.jsonl` and to TensorBoard."""
 
@@ -38,10 +46,9 @@ class MetricsWriter:
         os.makedirs(workdir, exist_ok=True)
         self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter
-        from tqdm.auto import tqdm
 
         self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-        self._bar = tqdm(total=total_steps, initial=resume_step, desc="grpo", dynamic_ncols=True)
+        self._bar = progress(total_steps, "grpo", start=resume_step)
 
     def _truncate_after(self, step: int) -> None:
         """Drops lines of steps > `step`: they were written after the checkpoint we resume."""

@@ -10,7 +10,7 @@ pairs with sample j of L_{k-1}. A pair row (JSONL)::
      "level": k, "source": "file:line", "group": task hash, "origin": "policy" | ..., ...}
 
 `group` (a hash of the seed task) keys the held-out split, so that responses to one task never
-sit on both sides. Builders (`BUILDERS`, flag `--format`):
+sit on both sides. Sources (`jobs.pairs.BUILDERS`, flag `--format`):
 
 * "policy": sample the policy on L_0..L_K of every instruction (jitted sampler, one call per
   batch of prompts, prompts sorted by length so that each batch fills one bucket).
@@ -28,20 +28,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from ifrl_jax import models, records, sampling, sharding, verifiers
+from ifrl_jax import curriculum, records, sampling, sharding, verifiers
 from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.errors import UserError
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.records import Constraint, Record
 
@@ -127,19 +126,29 @@ def pairs_from_responses(recs: Sequence[Record], responses: Sequence[str]) -> li
     return out
 
 
+def _json_line(line: str, path: str, n: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{n}: not a JSON line ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{n}: expected a JSON object")
+    return row
+
+
 def load_responses(path: str, recs: Sequence[Record]) -> list[str]:
     """Responses JSONL ({"prompt", "response"} per line) aligned with records by prompt."""
     by_prompt = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
-                row = json.loads(line)
+                row = _json_line(line, path, n)
                 if not isinstance(row.get("response"), str) or "prompt" not in row:
-                    raise ValueError(f"{path}:{n}: expected {{'prompt', 'response'}} strings")
+                    raise UserError(f"{path}:{n}: expected {{'prompt', 'response'}} strings")
                 by_prompt[row["prompt"]] = row["response"]
     missing = [r.source for r in recs if r.prompt not in by_prompt]
     if missing:
-        raise ValueError(f"{path}: no response for {len(missing)} records, e.g. {missing[:3]}")
+        raise UserError(f"{path}: no response for {len(missing)} records, e.g. {missing[:3]}")
     return [by_prompt[r.prompt] for r in recs]
 
 
@@ -162,7 +171,7 @@ def instruction_levels(recs: Sequence[Record]) -> list[list[Record]]:
             top[r.source] = r
     out = []
     for r in top.values():
-        levels = records.decompose(r)
+        levels = curriculum.decompose(r)
         zero = dataclasses.replace(levels[0], prompt=records.build_prompt(r.seed, []),
                                    constraints=(), level=0, meta={})  # fmt: skip
         out.append([zero, *levels])
@@ -231,60 +240,6 @@ def pairs_from_policy(
                 out.append(make_pair(c, pos, 1, level=k, record=top, origin="policy", sample=j))
                 out.append(make_pair(c, neg, 0, level=k, record=top, origin="policy", sample=j))
     return out
-
-
-def restore_params(directory: str, *, cfg: ModelConfig, mesh: Mesh | None = None, rules=None):
-    """Params from an orbax checkpoint: a CheckpointManager directory (latest step) with an
-    item `params` or `state` (whose `params` subtree is read), or a bare params pytree dir."""
-    path = Path(directory)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--policy_checkpoint={directory}: no such directory")
-    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-    root = path / str(steps[-1]) if steps else path
-    shapes = models.abstract_params(cfg)
-    if mesh is None:
-        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        shard = jax.tree.map(lambda _: dev, shapes)
-    else:
-        shard = models.param_shardings(cfg, mesh, rules)
-    target = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          shard, shapes)  # fmt: skip
-    wrap = (lambda t: {"params": t}) if (root / "state").is_dir() else (lambda t: t)
-    item = root / "state" if (root / "state").is_dir() else root / "params"
-    item = item if item.is_dir() else root
-    restored = ocp.PyTreeCheckpointer().restore(
-        str(item.resolve()),
-        args=ocp.args.PyTreeRestore(
-            item=wrap(target),
-            restore_args=ocp.checkpoint_utils.construct_restore_args(wrap(target)),
-            partial_restore=True,
-        ),
-    )
-    return restored["params"] if item.name == "state" else restored
-
-
-def load_policy(
-    *,
-    policy: str = "",
-    checkpoint: str = "",
-    preset: str = "tiny",
-    vocab_size: int = 0,
-    seed: int = 0,
-    mesh: Mesh | None = None,
-    rules=None,
-) -> tuple[ModelConfig, dict]:
-    """The policy: a HF dir (`policy`), else `preset` (vocab at least `vocab_size`) with params
-    from `checkpoint` (a HF dir or an orbax checkpoint) or a random init from `seed`."""
-    for path in (policy, checkpoint):
-        if path and os.path.exists(os.path.join(path, "config.json")):
-            return models.load_hf(path, mesh=mesh, rules=rules)
-    if policy:
-        raise FileNotFoundError(f"--policy={policy}: no config.json there (a HF model dir)")
-    base = models.get_preset(preset)
-    cfg = base.replace(vocab_size=max(base.vocab_size, vocab_size))
-    if checkpoint:
-        return cfg, restore_params(checkpoint, cfg=cfg, mesh=mesh, rules=rules)
-    return cfg, models.init_params(cfg, jax.random.key(seed), mesh=mesh, rules=rules)
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,18 +314,18 @@ def load_pairs(path: str) -> list[dict[str, Any]]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            row = _json_line(line, path, n)
             missing = [k for k in REQUIRED if k not in row]
             if missing:
-                raise ValueError(f"{path}:{n}: missing fields {missing}")
+                raise UserError(f"{path}:{n}: missing fields {missing}")
             if row["label"] not in (0, 1):
-                raise ValueError(f"{path}:{n}: field 'label' must be 0 or 1, got {row['label']!r}")
+                raise UserError(f"{path}:{n}: field 'label' must be 0 or 1, got {row['label']!r}")
             if not isinstance(row["response"], str) or not isinstance(row["constraint"], str):
-                raise ValueError(f"{path}:{n}: fields 'response'/'constraint' must be strings")
+                raise UserError(f"{path}:{n}: fields 'response'/'constraint' must be strings")
             row.setdefault("group", row["source"])
             out.append(row)
     if not out:
-        raise ValueError(f"{path}: no pairs")
+        raise UserError(f"{path}: no pairs")
     return out
 
 
@@ -383,79 +338,3 @@ def split_heldout(
     n = min(len(groups) - 1, max(1, round(fraction * len(groups)))) if fraction > 0 else 0
     held = {groups[i] for i in rng.permutation(len(groups))[:n]}
     return [p for p in pairs if p["group"] not in held], [p for p in pairs if p["group"] in held]
-
-
-def training_pairs(config) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) pairs for `reward_model.train`: config.pairs (pair JSONL), else
-    config.reference_data (chosen/rejected records), else the shipped tiny instruction set
-    with its responses; held out: config.heldout_pairs, else a split by task group."""
-    if config.pairs:
-        rows = load_pairs(config.pairs)
-    elif config.reference_data:
-        rows = pairs_from_reference(records.load_records(config.reference_data).records)
-    else:
-        recs = records.load_records(str(ASSETS / "train.jsonl")).records
-        rows = pairs_from_responses(
-            recs, load_responses(str(ASSETS / "train_responses.jsonl"), recs)
-        )
-    if config.heldout_pairs:
-        return rows, load_pairs(config.heldout_pairs)
-    return split_heldout(rows, fraction=config.heldout_fraction, seed=config.seed)
-
-
-# --------------------------------------------------------------------------------------------
-# The launcher's logic (launch/build_pairs.py).
-# --------------------------------------------------------------------------------------------
-
-
-def _build_policy(recs: Sequence[Record], opts: dict) -> list[dict]:
-    tok = tokenizer_lib.load_tokenizer(opts["tokenizer"] or tokenizer_lib.TINY_TOKENIZER_DIR)
-    mesh = rules = None
-    if opts.get("mesh"):
-        mesh = sharding.make_mesh(opts["mesh"])
-        rules = sharding.get_rules(opts["sharding"])
-    cfg, params = load_policy(policy=opts["policy"], checkpoint=opts["policy_checkpoint"],
-                              preset=opts["preset"], vocab_size=tok.vocab_size,
-                              seed=opts["seed"], mesh=mesh, rules=rules)  # fmt: skip
-    groups = instruction_levels(recs)
-    prompts = [lvl.prompt for g in groups for lvl in g]
-    logging.info("sampling %d prompts (%d instructions)", len(prompts), len(groups))
-    responses = sample_responses(
-        cfg, params, tok, prompts, batch_size=opts["batch_size"],
-        max_prompt_len=opts["max_prompt_len"], max_new_tokens=opts["max_new_tokens"],
-        temperature=opts["temperature"], top_p=opts["top_p"], num_samples=opts["num_samples"],
-        seed=opts["seed"], mesh=mesh, rules=rules,
-    )  # fmt: skip
-    return pairs_from_policy(groups, responses)
-
-
-BUILDERS: dict[str, Callable[[Sequence[Record], dict], list[dict]]] = {
-    "policy": _build_policy,
-    "reference": lambda recs, opts: pairs_from_reference(recs),
-    "responses": lambda recs, opts: pairs_from_responses(
-        recs, load_responses(opts["responses"], recs)
-    ),
-}
-
-
-def build(inputs: str | Sequence[str], output: str, *, fmt: str = "policy", limit: int = 0,
-          **opts) -> dict[str, Any]:  # fmt: skip
-    """Loads records, builds pairs with BUILDERS[fmt], writes them, returns the summary.
-
-    Args:
-      inputs: record file(s) (reference schema; levels files are accepted by "policy").
-      output: the pair JSONL.
-      fmt: "policy", "reference" or "responses".
-      limit: use only the first `limit` records (0 = all).
-      opts: the builder's options (policy, policy_checkpoint, preset, tokenizer, seed,
-        batch_size, max_prompt_len, max_new_tokens, temperature, top_p, num_samples, mesh,
-        sharding; responses).
-    """
-    if fmt not in BUILDERS:
-        raise ValueError(f"--format={fmt!r}; choose from {sorted(BUILDERS)}")
-    recs = records.load_records(inputs).records
-    recs = recs[:limit] if limit else recs
-    pairs = BUILDERS[fmt](recs, opts)
-    n = write_pairs(pairs, output)
-    return {"format": fmt, "records": len(recs), "output": output, "written": n,
-            **quality_summary(pairs)}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The self-supervised reward model: input template, batched scoring, loss, train step, metrics.
+"""The self-supervised reward model: input template, batched scoring, loss, checkpoints, metrics.
 
 A Qwen2 backbone with a 2-class head `score` on the last non-pad token (the layout of
 `transformers.Qwen2ForSequenceClassification`), trained with cross-entropy on pseudo-label pairs
@@ -20,26 +20,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from ifrl_jax import models, sharding
+from ifrl_jax import checkpoint, models, sharding
 from ifrl_jax import pairs as pairs_lib
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.models import api
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.models.qwen2 import attention_mask
+from ifrl_jax.train_step import TrainState
 
 TEMPLATE = (
     "You need to determine whether the response adheres to this constraint. Only output  1 if "
@@ -217,7 +214,9 @@ def classifier_from_policy(
     rm_cfg = cfg.replace(num_labels=num_labels, pad_token_id=pad_token_id)
     kernel = 0.02 * jax.random.normal(rng, (cfg.hidden_size, num_labels), jnp.float32)
     kernel = kernel.astype(cfg.jnp_param_dtype)
-    kernel = jax.device_put(kernel, param_targets(rm_cfg, mesh, rules)["score"]["kernel"].sharding)
+    kernel = jax.device_put(
+        kernel, checkpoint.param_targets(rm_cfg, mesh, rules)["score"]["kernel"].sharding
+    )
     backbone = {k: v for k, v in params.items() if k != "lm_head"}
     return rm_cfg, {**backbone, "score": {"kernel": kernel}}
 
@@ -316,107 +315,27 @@ class RewardModelScorer:
         return probs[:, 1].astype(np.float32)
 
 
-# --- Loss, optimizer, the sharded train step ---
-@flax.struct.dataclass
-class RMState:
-    """Params, optimizer state and the update counter: a plain pytree."""
-
-    params: dict
-    opt_state: optax.OptState
-    step: jax.Array  # [] int32
+# --- The loss (a train_step loss function) ---
+def denominators(batch: dict) -> jax.Array:
+    """The full batch's row weight (at least 1): the loss's denominator."""
+    return jnp.maximum(jnp.sum(batch["weight"].astype(jnp.float32)), 1.0)
 
 
-def rm_loss(params: dict, batch: dict, *, cfg: ModelConfig) -> tuple[jax.Array, dict]:
-    """Weighted mean cross-entropy of the pooled logits.
+def loss(params: dict, batch: dict, den, *, cfg: ModelConfig) -> tuple[jax.Array, dict]:
+    """Weighted mean cross-entropy of the pooled logits, over the full batch's `denominators`.
 
     Args:
       batch: input_ids, attention_mask [B, T]; labels [B] int (0/1); weight [B] (0 = filler).
     Returns:
-      (loss, aux) with aux = (numerator, denominator) sums: nll_sum, correct, count.
+      (loss, aux {"accuracy"}), both sums over rows / the full-batch weight.
     """
     logits = classify(cfg, params, batch["input_ids"], batch["attention_mask"])  # [B, C]
     labels = batch["labels"].astype(jnp.int32)
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
     w = batch["weight"].astype(jnp.float32)
-    count = jnp.sum(w)
+    den = denominators(batch) if den is None else den
     correct = jnp.sum(w * (jnp.argmax(logits, axis=-1) == labels))
-    aux = {"nll_sum": jnp.sum(w * nll), "correct": correct, "count": count}
-    return aux["nll_sum"] / jnp.maximum(count, 1.0), aux
-
-
-# Learning-rate schedules (config `schedule`): f(peak lr, warmup steps, total steps).
-SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
-    # (optax.warmup_constant_schedule stays at 0 forever when warmup_steps == 0.)
-    "constant": lambda lr, warmup, total: (
-        optax.warmup_constant_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
-    ),
-    "cosine": lambda lr, warmup, total: optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(total, warmup + 1)
-    ),
-}
-
-
-def make_optimizer(
-    *, learning_rate: float, weight_decay: float = 0.01, grad_clip: float = 1.0,
-    schedule: str = "constant", warmup_steps: int = 0, total_steps: int = 0,
-) -> optax.GradientTransformation:  # fmt: skip
-    """Global-norm clipping then AdamW under a schedule (a key of SCHEDULES)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}; choose from {sorted(SCHEDULES)}")
-    lr = SCHEDULES[schedule](learning_rate, warmup_steps, total_steps)
-    clip = optax.clip_by_global_norm(grad_clip)
-    return optax.chain(clip, optax.adamw(lr, weight_decay=weight_decay))
-
-
-def train_step(
-    state: RMState, batch: dict, *, cfg: ModelConfig, optimizer: optax.GradientTransformation
-) -> tuple[RMState, dict]:
-    """One AdamW update on a batch; metrics: loss, accuracy, grad_norm, is_finite."""
-    grad_fn = jax.value_and_grad(rm_loss, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, batch, cfg=cfg)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    norm = optax.tree_utils.tree_norm(grads)
-    metrics = {"loss": loss, "accuracy": aux["correct"] / jnp.maximum(aux["count"], 1.0),
-               "grad_norm": norm, "is_finite": jnp.isfinite(loss) & jnp.isfinite(norm)}  # fmt: skip
-    return RMState(params, opt_state, state.step + 1), metrics
-
-
-def state_shardings(cfg: ModelConfig, optimizer, mesh: Mesh, rules) -> RMState:
-    """NamedShardings of an RMState: the params' shardings for params and Adam moments."""
-    param_sh = models.param_shardings(cfg, mesh, rules)
-    abstract_opt = jax.eval_shape(optimizer.init, models.abstract_params(cfg))
-    rep = sharding.replicated(mesh)
-    opt_sh = optax.tree_map_params(
-        optimizer, lambda _, s: s, abstract_opt, param_sh, transform_non_params=lambda _: rep
-    )
-    return RMState(params=param_sh, opt_state=opt_sh, step=rep)
-
-
-def make_train_step(
-    cfg: ModelConfig, optimizer: optax.GradientTransformation, *, mesh: Mesh, rules
-) -> Callable[[RMState, dict], tuple[RMState, dict]]:
-    """step_fn(state, batch) -> (state, metrics): train_step jitted once with explicit
-    shardings and the state donated; `step_fn.state_shardings` places a state."""
-    rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
-    state_sh = state_shardings(cfg, optimizer, mesh, rules)
-
-    def fn(state, batch):
-        with sharding.activation_sharding(mesh, rules):  # traced inside: constraints apply
-            return train_step(state, batch, cfg=cfg, optimizer=optimizer)
-
-    batch_sh = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))  # a prefix: any rank
-    out_sh = (state_sh, sharding.replicated(mesh))
-    jitted = jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=out_sh, donate_argnums=0)
-    step_fn = lambda state, batch: jitted(state, batch)
-    step_fn.jitted, step_fn.state_shardings = jitted, state_sh
-    return step_fn
-
-
-def init_state(params: dict, optimizer, shardings: RMState) -> RMState:
-    """RMState with fresh optimizer state, placed by `shardings` (step_fn.state_shardings)."""
-    fn = lambda p: RMState(p, optimizer.init(p), jnp.zeros((), jnp.int32))
-    return jax.jit(fn, in_shardings=(shardings.params,), out_shardings=shardings)(params)
+    return jnp.sum(w * nll) / den, {"accuracy": correct / den}
 
 
 # --- Checkpoints: items `params`, `opt_state` ({"opt_state", "step"}) and `meta` (JSON) ---
@@ -430,7 +349,7 @@ def checkpoint_manager(directory: str, *, keep: int = 2) -> ocp.CheckpointManage
     return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=_ITEMS)
 
 
-def save_checkpoint(mngr: ocp.CheckpointManager, state: RMState, meta: dict) -> int:
+def save_checkpoint(mngr: ocp.CheckpointManager, state: TrainState, meta: dict) -> int:
     """Saves the state at its step (asynchronously; `mngr.wait_until_finished()` to join)."""
     step = int(jax.device_get(state.step))
     mngr.save(
@@ -444,21 +363,9 @@ def save_checkpoint(mngr: ocp.CheckpointManager, state: RMState, meta: dict) -> 
     return step
 
 
-def _abstract(shardings, shapes):
-    to_struct = lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-    return jax.tree.map(to_struct, shardings, shapes)
-
-
-def param_targets(cfg: ModelConfig, mesh: Mesh | None = None, rules=None) -> dict:
-    """ShapeDtypeStructs of the params with their shardings (the first device without a mesh)."""
-    shapes = models.abstract_params(cfg)
-    if mesh is not None:
-        return _abstract(models.param_shardings(cfg, mesh, rules), shapes)
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return _abstract(jax.tree.map(lambda _: dev, shapes), shapes)
-
-
-def restore_checkpoint(mngr: ocp.CheckpointManager, abstract: RMState) -> tuple[RMState, dict]:
+def restore_checkpoint(
+    mngr: ocp.CheckpointManager, abstract: TrainState
+) -> tuple[TrainState, dict]:
     """(state, meta) of the latest step, into the abstract state's shardings."""
     if mngr.latest_step() is None:
         raise FileNotFoundError(f"{mngr.directory}: no checkpoint to restore")
@@ -468,7 +375,7 @@ def restore_checkpoint(mngr: ocp.CheckpointManager, abstract: RMState) -> tuple[
                               meta=ocp.args.JsonRestore())  # fmt: skip
     out = mngr.restore(mngr.latest_step(), args=args)
     opt = out["opt_state"]
-    return RMState(out["params"], opt["opt_state"], opt["step"]), out["meta"]
+    return TrainState(out["params"], opt["opt_state"], opt["step"]), out["meta"]
 
 
 def load_reward_model(
@@ -482,7 +389,7 @@ def load_reward_model(
         raise FileNotFoundError(f"{directory}: no reward-model checkpoint (run train_rm first)")
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     cfg = ModelConfig(**meta["model"])
-    target = param_targets(cfg, mesh, rules)
+    target = checkpoint.param_targets(cfg, mesh, rules)
     out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     mngr.close()
     return cfg, out["params"], meta
@@ -515,84 +422,3 @@ def evaluate(
     return {"heldout_accuracy": float(correct.mean()), "verifier_agreement": agree(decision),
             "label_verifier_agreement": agree(labels), "heldout_pairs": len(pairs),
             "heldout_hard_pairs": len(hard), "heldout_accuracy_per_id": per_id}  # fmt: skip
-
-
-# --- The training run (launch/train_rm.py) ---
-def batch_order(n: int, *, batch_size: int, num_steps: int, seed: int) -> np.ndarray:
-    """[num_steps, batch_size] row indices: consecutive epochs of seeded permutations."""
-    rng = np.random.default_rng(seed)
-    need = num_steps * batch_size
-    perms = [rng.permutation(n) for _ in range(-(-need // max(n, 1)))]
-    return np.concatenate(perms)[:need].reshape(num_steps, batch_size)
-
-
-def make_batch(
-    enc: EncodedInputs, labels: np.ndarray, idx: np.ndarray, *, buckets, pad_id: int
-) -> dict[str, np.ndarray]:
-    """A training batch of rows `idx`, padded to the length bucket of its longest row."""
-    seqs = [enc.seqs[i] for i in idx]
-    length = tokenizer_lib.bucket_length(max(len(s) for s in seqs), buckets)
-    ids, mask = pad_rows(seqs, length=length, rows=len(idx), pad_id=pad_id)
-    weight = np.ones(len(idx), np.float32)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels[idx], "weight": weight}
-
-
-def train(config) -> dict[str, Any]:
-    """Trains the reward model as `config` says (configs/rm_tiny.py), checkpoints and
-    evaluates it; returns the summary (heldout_accuracy, verifier_agreement, ...)."""
-    t0 = time.time()
-    tok = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
-    devices = jax.devices()[: config.num_devices or None]  # 0 = all
-    mesh = sharding.make_mesh(dict(config.mesh), devices=devices, flag="config.mesh")
-    rules = sharding.get_rules(config.sharding)
-    if config.batch_size % (ways := sharding.data_ways(mesh)):
-        raise ValueError(f"config.batch_size={config.batch_size}: not a multiple of {ways} devices")
-    train_rows, heldout_rows = pairs_lib.training_pairs(config)
-    cfg, params = init_model(config.init_from, tokenizer=tok, preset=config.model,
-                             seed=config.seed, mesh=mesh, rules=rules)  # fmt: skip
-    opt_keys = ("learning_rate", "weight_decay", "grad_clip", "schedule", "warmup_steps")
-    optimizer = make_optimizer(**{k: config[k] for k in opt_keys}, total_steps=config.num_steps)
-    step_fn = make_train_step(cfg, optimizer, mesh=mesh, rules=rules)
-    state = init_state(params, optimizer, step_fn.state_shardings)
-    encode_kw = dict(max_len=config.max_len, truncation=config.truncation,
-                     chat_template=config.chat_template)  # fmt: skip
-    meta = {"model": dataclasses.asdict(cfg), "input": {**encode_kw, "template": TEMPLATE},
-            "tokenizer": str(tok.path)}  # fmt: skip
-    mngr = config.workdir and checkpoint_manager(config.workdir, keep=config.keep_checkpoints)
-    if mngr and mngr.latest_step() is not None:
-        abstract = _abstract(step_fn.state_shardings, jax.eval_shape(lambda s: s, state))
-        state, _ = restore_checkpoint(mngr, abstract)
-        logging.info("resumed from %s at step %d", config.workdir, int(state.step))
-    enc = encode_inputs(tok, [p["response"] for p in train_rows],
-                        [p["constraint"] for p in train_rows], **encode_kw)  # fmt: skip
-    labels = np.array([int(p["label"]) for p in train_rows], np.int32)
-    order = batch_order(len(train_rows), batch_size=config.batch_size,
-                        num_steps=config.num_steps, seed=config.seed)  # fmt: skip
-    buckets = length_buckets(config.max_len)
-    history = []
-    for step in range(int(jax.device_get(state.step)), config.num_steps):
-        batch = make_batch(enc, labels, order[step], buckets=buckets, pad_id=tok.pad_id)
-        state, metrics = step_fn(state, batch)
-        if not bool(metrics["is_finite"]):  # one scalar to the host per step
-            raise FloatingPointError(f"step {step}: non-finite loss/gradient {metrics}")
-        last = step + 1 == config.num_steps
-        if step % config.log_every == 0 or last:
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            history.append((step, m["loss"], m["accuracy"]))
-            logging.info("step %d loss %.4f acc %.3f grad_norm %.3f", step, m["loss"],
-                         m["accuracy"], m["grad_norm"])  # fmt: skip
-        if mngr and (last or (step + 1) % config.checkpoint_every == 0):
-            save_checkpoint(mngr, state, meta)
-    if mngr:
-        mngr.wait_until_finished()
-        mngr.close()
-    scorer = RewardModelScorer(cfg, state.params, tok, batch_size=config.eval_batch_size,
-                               mesh=mesh, rules=rules, **encode_kw)  # fmt: skip
-    summary = evaluate(scorer, heldout_rows)
-    if config.export_hf:
-        models.save_hf(cfg, state.params, config.export_hf)
-    summary.update(train_pairs=len(train_rows), train_truncated=int(enc.truncated.sum()),
-                   steps=config.num_steps, first_loss=history[0][1] if history else None,
-                   last_loss=history[-1][1] if history else None,
-                   seconds=round(time.time() - t0, 1))  # fmt: skip
-    return summary

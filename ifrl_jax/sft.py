@@ -1,5 +1,5 @@
-"""Supervised warm start: cross-entropy on reference responses, the same sharded jit pattern
-as the GRPO step (explicit shardings, donated state, optimizer from `train_step`)."""
+"""Supervised warm start: examples, batches and the cross-entropy loss (a `train_step` loss;
+`jobs.warm_start` runs it through `train_step.make_update` like every other stage)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from collections.abc import Iterator, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh
 
-from ifrl_jax import sharding
 from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.models import ModelConfig
 from ifrl_jax.models import api as model_api
 from ifrl_jax.records import Record
-from ifrl_jax.train_step import TrainConfig, TrainState, make_optimizer, state_shardings
 
 
 def encode_pairs(
@@ -52,34 +49,23 @@ def batches(
             yield {"input_ids": ids, "attention_mask": mask, "loss_mask": loss_mask}
 
 
-def _sft_step(state: TrainState, batch, *, cfg: TrainConfig):
-    def loss_fn(params):
-        logp = model_api.sequence_logprobs(
-            cfg.model, params, batch["input_ids"], batch["attention_mask"],
-            chunk_size=cfg.logprob_chunk_size,
-        )  # fmt: skip
-        m = batch["loss_mask"].astype(jnp.float32)
-        return -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = make_optimizer(cfg).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
-    return new, {"sft/loss": loss, "sft/grad_norm": optax.tree.norm(grads)}
+def denominators(batch) -> jax.Array:
+    """The full batch's trained-token count (at least 1): the loss's denominator."""
+    return jnp.maximum(jnp.sum(batch["loss_mask"].astype(jnp.float32)), 1.0)
 
 
-def make_sft_step(cfg: TrainConfig, mesh: Mesh, rules):
-    """Jitted SFT update with explicit shardings; the state is donated."""
-    rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
-    state_sh = state_shardings(cfg, mesh, rules)
+def loss(params: dict, batch, den, *, model: ModelConfig, chunk_size: int | None = None):
+    """Mean negative log-likelihood of the loss_mask tokens: a `train_step` loss function.
 
-    def fn(state, batch):
-        with sharding.activation_sharding(mesh, rules):
-            return _sft_step(state, batch, cfg=cfg)
+    Args:
+      batch: input_ids, attention_mask, loss_mask [B, T]; den: `denominators` of the full batch.
 
-    return jax.jit(
-        fn,
-        in_shardings=(state_sh, sharding.data_sharding(mesh)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=0,
+    Returns:
+      (loss [], aux {"tokens"}).
+    """
+    logp = model_api.sequence_logprobs(
+        model, params, batch["input_ids"], batch["attention_mask"], chunk_size=chunk_size
     )
+    m = batch["loss_mask"].astype(jnp.float32)
+    den = denominators(batch) if den is None else den
+    return -jnp.sum(logp * m) / den, {"tokens": jnp.sum(m)}

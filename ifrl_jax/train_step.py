@@ -1,90 +1,58 @@
-"""The sharded GRPO train step: TrainState, optimizer, one jitted update, jitted log-probs.
+"""The one training stack: optimizer, TrainState, and one sharded, donated, jitted update.
 
-Data flow for one rollout batch (upstream: 384 prompts x 5 rollouts, 4 updates per batch):
+SFT (`sft.loss`), the reward model (`reward_model.loss`) and GRPO (`grpo_step.loss`) are loss
+functions; `make_update` turns any of them into a step function:
 
-    old_logp = logprob_fn(state.params, batch)       # once per rollout batch, reused over mu
-    ref_logp = logprob_fn(ref_params, batch)         # only when kl_coef > 0
-    for each mini-batch, mu times:
-        state, metrics = step_fn(state, mini_batch)  # one optimizer update, micro-batched
+    step_fn = make_update(loss_fn, model=cfg, optim=OptimConfig(...), mesh=mesh, rules=rules,
+                          denominators_fn=den_fn, micro_batches=4)
+    state = init_state(params, optim=optim, shardings=step_fn.state_shardings)
+    state, metrics = step_fn(state, batch)   # batch: dict of [B, ...] arrays
 
-Batch (a dict of [B, ...] arrays, rows ordered arbitrarily; B is split over (data, fsdp)):
-    input_ids [B, T] int32      prompt + response, left-padded
-    attention_mask [B, T] int32 1 on real tokens
-    response_mask [B, T]        1 on the response tokens that are trained
-    advantages [B] float32      `grpo.group_advantages` of the rows' rewards
-    old_logp [B, T] float32     optional: absent means on-policy (ratio 1, one update per batch)
-    ref_logp [B, T] float32     required iff kl_coef > 0
-Log-probs are aligned with `input_ids`: `logp[:, t] = log p(x_t | x_<t)` (0 at t = 0).
+Loss contract (what makes micro-batching exact): `loss_fn(params, batch, denominators)` returns
+`(loss, aux)` where `loss` and every aux scalar are *sums over rows divided by full-batch
+denominators* (`denominators_fn(batch)`, computed once on the whole mini-batch). Summing them
+over any split of the rows gives the full-batch values; aux keys ending in `_max`/`_min` merge
+by max/min instead. Micro-batch j takes rows j, j + m, ... (strided, so each keeps rows on every
+data-parallel device).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from ifrl_jax import grpo, models, sharding
+from ifrl_jax import models, sharding
 from ifrl_jax.models import ModelConfig
 
 Array = jax.Array
 Batch = Mapping[str, Array]
+LossFn = Callable[[dict, Batch, Any], tuple[Array, dict[str, Array]]]
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything the train step needs; hashable (a static jit argument). Defaults: upstream."""
+class OptimConfig:
+    """Global-norm clipping then AdamW under a learning-rate schedule. Hashable."""
 
-    model: ModelConfig
-    # Loss (see grpo.policy_loss).
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float | None = None
-    kl_coef: float = 0.01
-    kl_estimator: str = "k3"
-    agg: str = "token-mean"
-    norm_len: int | None = None  # seq-mean-token-sum-norm normalizer; None = T of the batch
-    entropy_coef: float = 0.0
-    compute_entropy: bool = True  # the entropy metric (chunked, no [B, T, V] materialized)
-    # Optimizer (see make_optimizer).
     learning_rate: float = 1e-6
     schedule: str = "constant"  # key of SCHEDULES
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warmup from 0 (every schedule)
     total_steps: int = 0  # cosine: decay horizon (including warmup)
     min_lr_ratio: float = 0.0  # cosine: final lr / peak lr
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # on every parameter, as torch.optim.AdamW upstream
     grad_clip: float = 1.0
-    # Memory.
-    micro_batches: int = 1  # gradient accumulation steps per optimizer update
-    logprob_chunk_size: int | None = None  # positions per chunk; None: balanced, <=1 GiB
-    # Log-probs (and the LM head) only for the last `response_len` positions of each row (the
-    # rollout's responses; prompt positions get 0, which response_mask excludes anyway).
-    # None: every position.
-    response_len: int | None = None
 
-    def replace(self, **kw) -> TrainConfig:
+    def replace(self, **kw) -> OptimConfig:
         return dataclasses.replace(self, **kw)
-
-    def loss_kwargs(self) -> dict:
-        """The keyword arguments of `grpo.policy_loss`."""
-        return dict(
-            clip_low=self.clip_low,
-            clip_high=self.clip_high,
-            dual_clip=self.dual_clip,
-            kl_coef=self.kl_coef,
-            kl_estimator=self.kl_estimator,
-            agg=self.agg,
-            norm_len=self.norm_len,
-            entropy_coef=self.entropy_coef,
-        )
 
 
 @flax.struct.dataclass
@@ -112,294 +80,57 @@ class NonFiniteLossError(FloatingPointError):
 # --------------------------------------------------------------------------------------------
 
 
-def _constant(cfg: TrainConfig) -> optax.Schedule:
-    return optax.constant_schedule(cfg.learning_rate)
+def _constant(c: OptimConfig) -> optax.Schedule:
+    """Linear warmup from 0 over warmup_steps (none if 0), then constant."""
+    if not c.warmup_steps:
+        return optax.constant_schedule(c.learning_rate)
+    return optax.warmup_constant_schedule(0.0, c.learning_rate, c.warmup_steps)
 
 
-def _warmup(cfg: TrainConfig) -> optax.Schedule:
-    """Linear warmup from 0 over warmup_steps, then constant (verl's lr_warmup_steps)."""
-    return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1)),
-            optax.constant_schedule(cfg.learning_rate),
-        ],
-        [max(cfg.warmup_steps, 1)],
-    )
-
-
-def _cosine(cfg: TrainConfig) -> optax.Schedule:
-    if cfg.total_steps <= cfg.warmup_steps:
+def _cosine(c: OptimConfig) -> optax.Schedule:
+    if c.total_steps <= c.warmup_steps:
         raise ValueError(
-            f"schedule='cosine' needs total_steps > warmup_steps, got {cfg.total_steps} <= "
-            f"{cfg.warmup_steps}; set config.total_steps"
+            f"schedule='cosine' needs total_steps > warmup_steps, got {c.total_steps} <= "
+            f"{c.warmup_steps}"
         )
     return optax.warmup_cosine_decay_schedule(
-        0.0 if cfg.warmup_steps else cfg.learning_rate,
-        cfg.learning_rate,
-        cfg.warmup_steps,
-        cfg.total_steps,
-        end_value=cfg.learning_rate * cfg.min_lr_ratio,
+        0.0 if c.warmup_steps else c.learning_rate,
+        c.learning_rate,
+        c.warmup_steps,
+        c.total_steps,
+        end_value=c.learning_rate * c.min_lr_ratio,
     )
 
 
-SCHEDULES: dict[str, Callable[[TrainConfig], optax.Schedule]] = {
+SCHEDULES: dict[str, Callable[[OptimConfig], optax.Schedule]] = {
     "constant": _constant,
-    "warmup": _warmup,
+    "warmup": _constant,  # the name verl's configs use for warmup-then-constant
     "cosine": _cosine,
 }
 
 
-def make_schedule(cfg: TrainConfig) -> optax.Schedule:
-    """The learning-rate schedule named by `cfg.schedule` (a key of `SCHEDULES`)."""
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {cfg.schedule!r}; choose from {sorted(SCHEDULES)}")
-    return SCHEDULES[cfg.schedule](cfg)
+def make_schedule(c: OptimConfig) -> optax.Schedule:
+    """The learning-rate schedule named by `c.schedule` (a key of `SCHEDULES`)."""
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule {c.schedule!r}; choose from {sorted(SCHEDULES)}")
+    return SCHEDULES[c.schedule](c)
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW (decay on every param, as torch.optim.AdamW upstream).
-
-    Args:
-      cfg: learning_rate, schedule, warmup_steps, total_steps, b1, b2, eps, weight_decay,
-        grad_clip.
-
-    Returns:
-      An optax transformation.
-    """
+def make_optimizer(c: OptimConfig) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decay on every param, as torch.optim.AdamW upstream)."""
     return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(
-            make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
-        ),
+        optax.clip_by_global_norm(c.grad_clip),
+        optax.adamw(make_schedule(c), b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay),
     )
 
 
-def init_state(
-    params: dict, *, cfg: TrainConfig, shardings: TrainState | None = None
+def state_shardings(
+    model: ModelConfig, optim: OptimConfig, mesh: Mesh, rules: str | sharding.Rules
 ) -> TrainState:
-    """Wraps params into a TrainState with fresh optimizer state and step 0.
-
-    Args:
-      params: the policy params (their shardings are kept).
-      cfg: the train config (optimizer).
-      shardings: `state_shardings(...)` (or `step_fn.state_shardings`) to place the optimizer
-        state like the params; None: default placement (single device).
-
-    Returns:
-      TrainState.
-    """
-    optimizer = make_optimizer(cfg)
-    fn = lambda p: TrainState(params=p, opt_state=optimizer.init(p), step=jnp.zeros((), jnp.int32))
-    if shardings is None:
-        return jax.jit(fn)(params)
-    return jax.jit(fn, in_shardings=(shardings.params,), out_shardings=shardings)(params)
-
-
-# --------------------------------------------------------------------------------------------
-# Log-probs and the loss.
-# --------------------------------------------------------------------------------------------
-
-
-def logprob_chunk_size(cfg: TrainConfig, b: int, t: int) -> int:
-    """Positions per log-prob chunk: the configured one, else `models.balanced_chunk`."""
-    return cfg.logprob_chunk_size or models.balanced_chunk(b, t, cfg.model.vocab_size)
-
-
-def sequence_logprobs(
-    params: dict, batch: Batch, *, cfg: TrainConfig, with_entropy: bool = False
-) -> Array | tuple[Array, Array]:
-    """Per-token log-probs [B, T] (and entropies [B, T]) via the chunked log-prob path; with
-    cfg.response_len, only the last response_len positions (0 before them)."""
-    b, t = batch["input_ids"].shape
-    first = t - cfg.response_len if cfg.response_len else 1
-    if first < 1:
-        raise ValueError(f"response_len={cfg.response_len} leaves no prompt in rows of {t}")
-    return models.sequence_logprobs(
-        cfg.model,
-        params,
-        batch["input_ids"],
-        batch["attention_mask"],
-        first=first,
-        chunk_size=logprob_chunk_size(cfg, b, t - first),
-        with_entropy=with_entropy,
-    )
-
-
-def _split(batch: Batch, m: int) -> dict[str, Array]:
-    """[B, ...] -> [m, B/m, ...] taking rows strided (micro-batch j = rows j, j+m, ...).
-
-    Strided, so each micro-batch keeps rows on every data-parallel device (B is split over
-    devices in contiguous blocks); any row partition gives the same loss (global denominators).
-    """
-
-    def one(x):
-        b = x.shape[0]
-        return jnp.swapaxes(x.reshape(b // m, m, *x.shape[1:]), 0, 1)
-
-    return {k: one(v) for k, v in batch.items()}
-
-
-def _unsplit(x: Array) -> Array:
-    """Inverse of `_split` for one [m, B/m, ...] array."""
-    m, bm = x.shape[:2]
-    return jnp.swapaxes(x, 0, 1).reshape(m * bm, *x.shape[2:])
-
-
-def _check_micro_batches(b: int, m: int) -> None:
-    if m < 1 or b % m:
-        raise ValueError(f"config.micro_batches={m} must divide the mini-batch size {b}")
-
-
-def compute_logprobs(params: dict, batch: Batch, *, cfg: TrainConfig) -> Array:
-    """Log-probs [B, T] of `batch` under `params` (old or reference policy), no gradient.
-
-    Runs micro-batch by micro-batch (`cfg.micro_batches`) to bound activation memory.
-
-    Args:
-      params: policy or reference params.
-      batch: needs input_ids and attention_mask [B, T].
-
-    Returns:
-      [B, T] float32, aligned with input_ids.
-    """
-    batch = {k: batch[k] for k in ("input_ids", "attention_mask")}
-    m = cfg.micro_batches
-    _check_micro_batches(batch["input_ids"].shape[0], m)
-    fn = lambda mb: sequence_logprobs(params, mb, cfg=cfg)
-    if m == 1:
-        return fn(batch)
-    return _unsplit(jax.lax.map(fn, _split(batch, m)))
-
-
-def grpo_loss(
-    params: dict,
-    batch: Batch,
-    *,
-    cfg: TrainConfig,
-    denominators: Mapping[str, Array] | None = None,
-) -> tuple[Array, dict[str, Array]]:
-    """The GRPO loss of one (micro-)batch, normalized by the full batch's denominators.
-
-    Args:
-      params: policy params.
-      batch: see the module docstring ([b, T] arrays, [b] advantages).
-      cfg: the train config (loss fields, log-prob chunking).
-      denominators: `grpo.loss_denominators` of the whole mini-batch; None: this batch's.
-
-    Returns:
-      (loss [], aux) as in `grpo.policy_loss`; summing over micro-batches gives the full loss.
-    """
-    out = sequence_logprobs(params, batch, cfg=cfg, with_entropy=cfg.compute_entropy)
-    logp, entropy = out if cfg.compute_entropy else (out, None)
-    ref = batch.get("ref_logp") if cfg.kl_coef != 0.0 else None
-    return grpo.policy_loss(
-        logp,
-        batch.get("old_logp"),
-        ref,
-        batch["advantages"],
-        batch["response_mask"],
-        entropy=entropy,
-        denominators=denominators,
-        **cfg.loss_kwargs(),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The train step.
-# --------------------------------------------------------------------------------------------
-
-
-def loss_and_grads(
-    params: dict, batch: Batch, *, cfg: TrainConfig
-) -> tuple[Array, dict[str, Array], dict]:
-    """Full-batch loss, aux and float32 gradients, accumulated over `cfg.micro_batches`.
-
-    Each micro-batch contributes numerator / full-batch denominator, so the sum over
-    micro-batches equals the full-batch loss and gradient for every aggregation.
-
-    Args:
-      params: policy params.
-      batch: see the module docstring; B divisible by cfg.micro_batches.
-
-    Returns:
-      (loss [], aux dict of scalars, grads with the params' structure in float32).
-    """
-    if cfg.kl_coef != 0.0 and "ref_logp" not in batch:
-        raise ValueError("kl_coef != 0 needs batch['ref_logp'] (from compute_logprobs)")
-    m = cfg.micro_batches
-    _check_micro_batches(batch["input_ids"].shape[0], m)
-    batch = dict(batch)
-    batch["response_mask"] = batch["response_mask"].astype(jnp.float32)
-    dens = grpo.loss_denominators(batch["response_mask"], agg=cfg.agg, norm_len=cfg.norm_len)
-    grad_fn = jax.value_and_grad(functools.partial(grpo_loss, cfg=cfg), has_aux=True)
-    f32_grads = lambda g: jax.tree.map(lambda x: x.astype(jnp.float32), g)
-    if m == 1:
-        (loss, aux), grads = grad_fn(params, batch, denominators=dens)
-        return loss, aux, f32_grads(grads)
-
-    def body(carry, mb):
-        loss_acc, aux_acc, g_acc = carry
-        (loss_i, aux_i), g = grad_fn(params, mb, denominators=dens)
-        g_acc = jax.tree.map(jnp.add, g_acc, f32_grads(g))
-        return (loss_acc + loss_i, grpo.merge_aux(aux_acc, aux_i), g_acc), None
-
-    mbs = _split(batch, m)
-    first = jax.tree.map(lambda x: x[0], mbs)
-    aux_keys = jax.eval_shape(lambda p, b: grad_fn(p, b, denominators=dens), params, first)[0][1]
-    aux0 = {k: jnp.full((), _AUX_INIT.get(k[-4:], 0.0)) for k in aux_keys}
-    g0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    (loss, aux, grads), _ = jax.lax.scan(body, (jnp.zeros(()), aux0, g0), mbs)
-    return loss, aux, grads
-
-
-_AUX_INIT = {"_max": -jnp.inf, "_min": jnp.inf}  # identities of merge_aux's max/min keys
-
-
-def train_step(state: TrainState, batch: Batch, *, cfg: TrainConfig) -> tuple[TrainState, dict]:
-    """One optimizer update over a mini-batch, accumulating gradients over micro-batches.
-
-    A non-finite loss or gradient norm leaves the state unchanged and sets
-    `metrics["is_finite"] = False` (the host wrapper of `make_train_step` raises).
-
-    Args:
-      state: TrainState.
-      batch: see the module docstring; B divisible by cfg.micro_batches.
-
-    Returns:
-      (new state, metrics dict of scalars).
-    """
-    loss, aux, grads = loss_and_grads(state.params, batch, cfg=cfg)
-    params = state.params
-    grad_norm = optax.tree.norm(grads)
-    is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    optimizer = make_optimizer(cfg)
-    updates, opt_state = optimizer.update(grads, state.opt_state, params)
-    new = TrainState(
-        params=optax.apply_updates(params, updates), opt_state=opt_state, step=state.step + 1
-    )
-    new = jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, state)
-    metrics = dict(
-        aux,
-        loss=loss,
-        grad_norm=grad_norm,
-        lr=make_schedule(cfg)(state.step),
-        is_finite=is_finite,
-        step=state.step,
-        num_tokens=jnp.sum(batch["response_mask"].astype(jnp.float32)),
-    )
-    return new, metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Jitting with explicit shardings.
-# --------------------------------------------------------------------------------------------
-
-
-def state_shardings(cfg: TrainConfig, mesh: Mesh, rules: str | sharding.Rules):
-    """NamedShardings of a TrainState: param shardings for params and Adam moments."""
-    param_sh = models.param_shardings(cfg.model, mesh, rules)
-    optimizer = make_optimizer(cfg)
-    abstract_opt = jax.eval_shape(optimizer.init, models.abstract_params(cfg.model))
+    """NamedShardings of a TrainState: the params' shardings for params and Adam moments."""
+    param_sh = models.param_shardings(model, mesh, rules)
+    optimizer = make_optimizer(optim)
+    abstract_opt = jax.eval_shape(optimizer.init, models.abstract_params(model))
     rep = sharding.replicated(mesh)
     opt_sh = optax.tree_map_params(
         optimizer, lambda _, s: s, abstract_opt, param_sh, transform_non_params=lambda _: rep
@@ -407,36 +138,155 @@ def state_shardings(cfg: TrainConfig, mesh: Mesh, rules: str | sharding.Rules):
     return TrainState(params=param_sh, opt_state=opt_sh, step=rep)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """One sharding for every [B, ...] batch array (a pytree prefix): B over (data, fsdp)."""
-    return sharding.data_sharding(mesh)
-
-
-def make_train_step(
-    cfg: TrainConfig, mesh: Mesh, rules: str | sharding.Rules, *, check_finite: bool = True
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """Jits `train_step` once with explicit shardings and the state donated.
+def init_state(
+    params: dict, *, optim: OptimConfig, shardings: TrainState | None = None
+) -> TrainState:
+    """Wraps params into a TrainState with fresh optimizer state and step 0.
 
     Args:
-      cfg: the train config (static).
-      mesh: the device mesh; rules: a sharding preset name or rules table.
+      params: the params (their shardings are kept).
+      optim: the optimizer config.
+      shardings: `step_fn.state_shardings` to place the optimizer state like the params; None:
+        default placement (single device).
+    """
+    optimizer = make_optimizer(optim)
+    fn = lambda p: TrainState(params=p, opt_state=optimizer.init(p), step=jnp.zeros((), jnp.int32))
+    if shardings is None:
+        return jax.jit(fn)(params)
+    return jax.jit(fn, in_shardings=(shardings.params,), out_shardings=shardings)(params)
+
+
+# --------------------------------------------------------------------------------------------
+# Micro-batching.
+# --------------------------------------------------------------------------------------------
+
+
+def split_micro(batch: Batch, m: int) -> dict[str, Array]:
+    """[B, ...] -> [m, B/m, ...] taking rows strided (micro-batch j = rows j, j+m, ...)."""
+
+    def one(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // m, m, *x.shape[1:]), 0, 1)
+
+    return {k: one(v) for k, v in batch.items()}
+
+
+def unsplit_micro(x: Array) -> Array:
+    """Inverse of `split_micro` for one [m, B/m, ...] array."""
+    m, bm = x.shape[:2]
+    return jnp.swapaxes(x, 0, 1).reshape(m * bm, *x.shape[2:])
+
+
+def check_micro_batches(b: int, m: int) -> None:
+    if m < 1 or b % m:
+        raise ValueError(f"micro_batches={m} must divide the mini-batch size {b}")
+
+
+def merge_aux(a: Mapping[str, Array], b: Mapping[str, Array]) -> dict[str, Array]:
+    """Combines two micro-batches' aux scalars: max/min for `*_max`/`*_min`, else sum."""
+    merge = {"_max": jnp.maximum, "_min": jnp.minimum}
+    return {k: merge.get(k[-4:], jnp.add)(a[k], b[k]) for k in a}
+
+
+_AUX_INIT = {"_max": -jnp.inf, "_min": jnp.inf}  # identities of merge_aux's max/min keys
+
+
+def loss_and_grads(
+    loss_fn: LossFn, params: dict, batch: Batch, *, micro_batches: int = 1,
+    denominators_fn: Callable[[Batch], Any] | None = None,
+) -> tuple[Array, dict[str, Array], dict]:  # fmt: skip
+    """Full-batch loss, aux and float32 gradients, accumulated over `micro_batches`.
+
+    Returns:
+      (loss [], aux dict of scalars, grads with the params' structure in float32).
+    """
+    m = micro_batches
+    check_micro_batches(jax.tree.leaves(batch)[0].shape[0], m)
+    dens = denominators_fn(batch) if denominators_fn is not None else None
+    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, dens), has_aux=True)
+    f32 = lambda g: jax.tree.map(lambda x: x.astype(jnp.float32), g)
+    if m == 1:
+        (loss, aux), grads = grad_fn(params, batch)
+        return loss, aux, f32(grads)
+
+    def body(carry, mb):
+        loss_acc, aux_acc, g_acc = carry
+        (loss_i, aux_i), g = grad_fn(params, mb)
+        g_acc = jax.tree.map(jnp.add, g_acc, f32(g))
+        return (loss_acc + loss_i, merge_aux(aux_acc, aux_i), g_acc), None
+
+    mbs = split_micro(batch, m)
+    first = jax.tree.map(lambda x: x[0], mbs)
+    aux_keys = jax.eval_shape(grad_fn, params, first)[0][1]
+    aux0 = {k: jnp.full((), _AUX_INIT.get(k[-4:], 0.0)) for k in aux_keys}
+    g0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    (loss, aux, grads), _ = jax.lax.scan(body, (jnp.zeros(()), aux0, g0), mbs)
+    return loss, aux, grads
+
+
+# --------------------------------------------------------------------------------------------
+# The update.
+# --------------------------------------------------------------------------------------------
+
+
+def update(
+    state: TrainState, batch: Batch, *, loss_fn: LossFn, optim: OptimConfig,
+    micro_batches: int = 1, denominators_fn: Callable[[Batch], Any] | None = None,
+) -> tuple[TrainState, dict]:  # fmt: skip
+    """One optimizer update; a non-finite loss or gradient leaves the state unchanged.
+
+    Returns:
+      (new state, metrics: the loss's aux plus loss, grad_norm, lr, is_finite, step).
+    """
+    loss, aux, grads = loss_and_grads(
+        loss_fn, state.params, batch, micro_batches=micro_batches, denominators_fn=denominators_fn
+    )
+    grad_norm = optax.tree.norm(grads)
+    is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = make_optimizer(optim).update(grads, state.opt_state, state.params)
+    new = TrainState(
+        params=optax.apply_updates(state.params, updates), opt_state=opt_state, step=state.step + 1
+    )
+    new = jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, state)
+    metrics = dict(
+        aux, loss=loss, grad_norm=grad_norm, lr=make_schedule(optim)(state.step),
+        is_finite=is_finite, step=state.step,
+    )  # fmt: skip
+    return new, metrics
+
+
+def make_update(
+    loss_fn: LossFn, *, model: ModelConfig, optim: OptimConfig, mesh: Mesh,
+    rules: str | sharding.Rules, micro_batches: int = 1,
+    denominators_fn: Callable[[Batch], Any] | None = None, check_finite: bool = True,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:  # fmt: skip
+    """Jits `update` once with explicit shardings (batch rows over data x fsdp), state donated.
+
+    Args:
+      loss_fn: `(params, batch, denominators) -> (loss, aux)` (the module docstring's contract).
+      model: the params' model config (their shardings); optim: the optimizer.
+      mesh, rules: the device mesh and a sharding preset name or rules table.
+      micro_batches: gradient accumulation steps per update; denominators_fn: the full batch's
+        denominators for loss_fn (None: loss_fn gets None; then micro_batches must be 1 for
+        an exact full-batch gradient).
       check_finite: raise `NonFiniteLossError` (carrying the unchanged state) after a
         non-finite step; this reads one scalar per step on the host.
 
     Returns:
-      step_fn(state, batch) -> (state, metrics); `step_fn.jitted` is the jitted function.
-      The input state is donated: use only the returned one.
+      step_fn(state, batch) -> (state, metrics); `step_fn.jitted` is the jitted function and
+      `step_fn.state_shardings` places a state. The input state is donated.
     """
     rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
-    state_sh = state_shardings(cfg, mesh, rules)
+    state_sh = state_shardings(model, optim, mesh, rules)
+    kw = dict(loss_fn=loss_fn, optim=optim, micro_batches=micro_batches,
+              denominators_fn=denominators_fn)  # fmt: skip
 
     def fn(state, batch):
         with sharding.activation_sharding(mesh, rules):  # tracing happens inside
-            return train_step(state, batch, cfg=cfg)
+            return update(state, batch, **kw)
 
     jitted = jax.jit(
         fn,
-        in_shardings=(state_sh, batch_sharding(mesh)),
+        in_shardings=(state_sh, sharding.data_sharding(mesh)),
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=0,
     )
@@ -450,26 +300,3 @@ def make_train_step(
     step_fn.jitted = jitted
     step_fn.state_shardings = state_sh
     return step_fn
-
-
-def make_logprob_fn(
-    cfg: TrainConfig, mesh: Mesh, rules: str | sharding.Rules
-) -> Callable[[dict, Batch], Array]:
-    """Jits `compute_logprobs` (old and reference log-probs share one compiled program).
-
-    Returns:
-      logprob_fn(params, batch) -> [B, T] float32, B split over (data, fsdp).
-    """
-    rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
-    param_sh = models.param_shardings(cfg.model, mesh, rules)
-
-    def fn(params, batch):
-        with sharding.activation_sharding(mesh, rules):
-            return compute_logprobs(params, batch, cfg=cfg)
-
-    jitted = jax.jit(
-        fn, in_shardings=(param_sh, batch_sharding(mesh)), out_shardings=batch_sharding(mesh)
-    )
-    return lambda params, batch: jitted(
-        params, {k: batch[k] for k in ("input_ids", "attention_mask")}
-    )

@@ -13,13 +13,14 @@ elsewhere); only this script needs it, the shipped tokenizer does not.
 
 import filecmp
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from ifrl_jax import cli
 from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.errors import UserError
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "upstream-verl-if-data"
 
@@ -32,6 +33,8 @@ _FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def _corpus(data_dir: Path) -> list[str]:
+    if not (data_dir / "seed_data.jsonl").exists():
+        raise UserError(f"--data_dir={data_dir}: no seed_data.jsonl (the verl-if data)")
     texts = []
     with open(data_dir / "seed_data.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -44,8 +47,7 @@ def _corpus(data_dir: Path) -> list[str]:
     return texts + list(constraints)
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def main() -> None:
     texts = _corpus(Path(_DATA_DIR.value))
     if not _CHECK.value:
         out = tokenizer_lib.train_byte_level_bpe(
@@ -57,9 +59,9 @@ def main(argv: list[str]) -> None:
         tokenizer_lib.train_byte_level_bpe(texts, tmp, vocab_size=_VOCAB_SIZE.value)
         _, mismatch, errors = filecmp.cmpfiles(tmp, _OUT_DIR.value, _FILES, shallow=False)
     if mismatch or errors:
-        sys.exit(f"{_OUT_DIR.value} differs from a rebuild: {mismatch + errors}")
+        raise UserError(f"--out_dir={_OUT_DIR.value} differs from a rebuild: {mismatch + errors}")
     print(f"{_OUT_DIR.value} matches a rebuild")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=False)

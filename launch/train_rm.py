@@ -1,35 +1,32 @@
 r"""Train the constraint-wise reward model on pseudo-label pairs; print a one-line JSON summary.
 
-  python launch/train_rm.py --config=configs/rm_tiny.py
+  python launch/train_rm.py                      # the CPU default: configs/rm_tiny.py
+  python launch/train_rm.py --config=configs/rm_tiny.py --config.pairs=/tmp/pairs.jsonl
 
 The summary holds heldout_accuracy (RM decision P > 0.5 vs the pseudo-label), its per-id
 breakdown, and verifier_agreement (RM decision vs the rule verifier on hard constraints of the
 held-out instructions). See configs/rm_tiny.py for the data, model and sharding options.
+Multi-host: the same flags as launch/train_grpo.py.
 """
 
-import json
-import logging
+import os
 import sys
 
-from absl import app
 from ml_collections import config_flags
 
-from ifrl_jax import host_memory, reward_model
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # configs/ is importable
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/rm_*.py).")
-_MALLOC = host_memory.define_flag()
+from ifrl_jax import cli
+
+_DEFAULT = os.path.join(os.path.dirname(__file__), "..", "configs", "rm_tiny.py")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "Config file (configs/rm_*.py).")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    print(host_memory.configure(_MALLOC.value), file=sys.stderr)  # before JAX makes its backend
-    # orbax logs every checkpoint step at INFO through absl; keep its warnings only.
-    quiet = lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname
-    logging.getLogger("absl").addFilter(quiet)
-    summary = reward_model.train(_CONFIG.value)
-    print(json.dumps(summary))
+def main() -> None:
+    from ifrl_jax.jobs import reward_model
+
+    cli.print_summary(reward_model.run(_CONFIG.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, model=True, distributed=True)

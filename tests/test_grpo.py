@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ifrl_jax import grpo
+from ifrl_jax import train_step as ts
 
 AGGS = sorted(grpo.AGGREGATIONS)
 KLS = sorted(grpo.KL_ESTIMATORS)
@@ -276,7 +277,7 @@ def test_micro_batches_sum_to_full_batch(agg):
         (part_loss, a), g = jax.value_and_grad(part, has_aux=True)(logp[s])
         tot += part_loss
         grads.append(g)
-        aux_tot = a if aux_tot is None else grpo.merge_aux(aux_tot, a)
+        aux_tot = a if aux_tot is None else ts.merge_aux(aux_tot, a)
     np.testing.assert_allclose(float(tot), float(loss), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.concatenate(grads), np.asarray(grad), rtol=1e-6, atol=1e-8)
     for k in aux:

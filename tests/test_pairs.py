@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ifrl_jax import models, pairs, records, sampling
+from ifrl_jax import checkpoint, curriculum, models, pairs, records, sampling
 from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.jobs import pairs as pairs_job
 from ifrl_jax.records import Constraint, Record
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "upstream-verl-if-data"
@@ -39,6 +41,13 @@ def _row(c: Constraint, response: str, label: int, source: str = "t:1") -> dict:
 # --- reference and shipped data ----------------------------------------------------------------
 
 
+def _job_config(inputs, output, **kw):
+    """launch/build_pairs.py's config for jobs.pairs.run."""
+    return ml_collections.ConfigDict(
+        {"input": [str(inputs)], "output": str(output), "format": "reference", "limit": 0, **kw}
+    )
+
+
 def test_reference_format_gives_a_positive_and_a_negative_for_the_last_constraint(tmp_path):
     rows = [
         {"prompt": "Say hi. Do not use commas. Answer in lowercase. ",
@@ -49,7 +58,7 @@ def test_reference_format_gives_a_positive_and_a_negative_for_the_last_constrain
     ]  # fmt: skip
     path = tmp_path / "ref.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = pairs.build(str(path), str(tmp_path / "pairs.jsonl"), fmt="reference")
+    summary = pairs_job.run(_job_config(path, tmp_path / "pairs.jsonl"))
     out = pairs.load_pairs(str(tmp_path / "pairs.jsonl"))
     assert [(p["constraint_id"], p["response"], p["label"], p["level"]) for p in out] == [
         (LOWER.id, "hi there", 1, 2), (LOWER.id, "Hi there", 0, 2),
@@ -62,7 +71,7 @@ def test_reference_format_gives_a_positive_and_a_negative_for_the_last_constrain
     del rows[0]["rejected"]
     path.write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(records.RecordError, match=r"ref.jsonl:1: fields 'chosen'/'rejected'"):
-        pairs.build(str(path), str(tmp_path / "x.jsonl"), fmt="reference")
+        pairs_job.run(_job_config(path, tmp_path / "x.jsonl"))
 
 
 @pytest.mark.skipif(not (SHARED / "train_from_parquet.jsonl").exists(), reason="no ../shared")
@@ -129,7 +138,7 @@ def test_quality_summary_on_a_hand_checked_case():
 
 
 def test_levels_run_from_the_bare_seed_to_all_constraints(shipped):
-    groups = pairs.instruction_levels(shipped[:3] + records.decompose(shipped[3]))
+    groups = pairs.instruction_levels(shipped[:3] + curriculum.decompose(shipped[3]))
     assert [len(g) for g in groups] == [len(r.constraints) + 1 for r in shipped[:4]]
     for levels, rec in zip(groups, shipped):
         assert levels[0].prompt == rec.seed and levels[0].constraints == ()
@@ -189,7 +198,7 @@ def test_pairs_from_a_tiny_random_policy(tok, shipped, tmp_path):
     state = {"params": params, "step": np.int32(3)}
     mngr.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
     mngr.wait_until_finished()
-    cfg2, params2 = pairs.load_policy(checkpoint=str(tmp_path / "ckpt"), vocab_size=2048)
+    cfg2, params2 = checkpoint.load_policy(checkpoint=str(tmp_path / "ckpt"), vocab_size=2048)
     assert cfg2 == cfg
     jax.tree.map(np.testing.assert_array_equal, params, params2)
     assert dataclasses.asdict(cfg2)["vocab_size"] == 2048

@@ -15,6 +15,8 @@ import transformers
 from ifrl_jax import models, pairs, rewards, sharding
 from ifrl_jax import reward_model as rm
 from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax import train_step as ts
+from ifrl_jax.jobs import reward_model as rm_job
 from ifrl_jax.records import Constraint, Record
 from tests.hf_fixtures import left_padded_batch, random_hf_model, tiny_hf_config
 
@@ -202,10 +204,13 @@ def test_train_steps_lower_the_loss_on_a_separable_task_on_8_devices(tok, tiny_r
     responses = words + [w.upper() for w in words]
     labels = np.array([1] * 4 + [0] * 4, np.int32)
     enc = rm.encode_inputs(tok, responses, ["Answer in lowercase"] * 8, max_len=64)
-    batch = rm.make_batch(enc, labels, np.arange(8), buckets=(64,), pad_id=tok.pad_id)
-    opt = rm.make_optimizer(learning_rate=5e-3)
-    step_fn = rm.make_train_step(cfg, opt, mesh=mesh, rules="fsdp_tp")
-    state = rm.init_state(params, opt, step_fn.state_shardings)
+    batch = rm_job.make_batch(enc, labels, np.arange(8), buckets=(64,), pad_id=tok.pad_id)
+    opt = ts.OptimConfig(learning_rate=5e-3)
+    step_fn = ts.make_update(
+        lambda p, b, d: rm.loss(p, b, d, cfg=cfg), model=cfg, optim=opt, mesh=mesh,
+        rules="fsdp_tp", denominators_fn=rm.denominators,
+    )  # fmt: skip
+    state = ts.init_state(params, optim=opt, shardings=step_fn.state_shardings)
     embed = state.params["embed_tokens"]["embedding"]
     assert embed.sharding.spec == jax.sharding.PartitionSpec("tp", "fsdp")
     losses = []
@@ -216,18 +221,19 @@ def test_train_steps_lower_the_loss_on_a_separable_task_on_8_devices(tok, tiny_r
     assert step_fn.jitted._cache_size() == 1 and int(state.step) == 25
     assert losses[-1] < 0.3 * losses[0] and float(metrics["accuracy"]) == 1.0, losses
     # A weighted mean: rows of weight 0 (filler) change nothing, whatever they hold.
-    loss_fn = jax.jit(rm.rm_loss, static_argnames="cfg")
+    loss_fn = jax.jit(lambda p, b: rm.loss(p, b, None, cfg=cfg))
     half = {**batch, "weight": np.array([1.0] * 4 + [0.0] * 4, np.float32)}
     other = {k: v.copy() for k, v in half.items()}
     other["labels"][4:] = 1 - other["labels"][4:]
     other["input_ids"][4:] = batch["input_ids"][:4]
-    loss_half, aux = loss_fn(state.params, half, cfg=cfg)
-    assert float(aux["count"]) == 4 and float(loss_half) > 0
-    assert abs(float(loss_fn(state.params, other, cfg=cfg)[0]) - float(loss_half)) < 1e-6
+    loss_half, aux = loss_fn(state.params, half)
+    assert float(rm.denominators(half)) == 4 and float(loss_half) > 0
+    assert float(aux["accuracy"]) == 1.0  # over the 4 weighted rows only
+    assert abs(float(loss_fn(state.params, other)[0]) - float(loss_half)) < 1e-6
 
 
 def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
-    """reward_model.train from a HF classifier dir on toy pairs: summary, orbax checkpoints,
+    """jobs.reward_model.run from a HF classifier dir on toy pairs: summary, orbax checkpoints,
     resume, HF export."""
     models.save_hf(*tiny_rm, str(tmp_path / "init"))
     lower = Constraint("change_case:english_lowercase", {}, "Answer in lowercase")
@@ -247,7 +253,7 @@ def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
         workdir=str(tmp_path / "work"), checkpoint_every=1, keep_checkpoints=2,
         export_hf=str(tmp_path / "hf"), log_every=1,
     ))  # fmt: skip
-    summary = rm.train(c)
+    summary = rm_job.run(c)
     assert (summary["heldout_pairs"], summary["train_pairs"], summary["steps"]) == (6, 18, 2)
     assert summary["heldout_hard_pairs"] == 6 and 0 <= summary["verifier_agreement"] <= 1
     assert summary["label_verifier_agreement"] == 1.0 and summary["first_loss"] > 0
@@ -259,6 +265,6 @@ def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
     assert hf_cfg == cfg and meta["step"] == 2 and meta["input"]["template"] == rm.TEMPLATE
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), jax.device_get(hf_params))
     # A second run resumes at step 2 (nothing left to do) and scores like the first.
-    again = rm.train(c)
+    again = rm_job.run(c)
     assert again["first_loss"] is None
     assert again["heldout_accuracy"] == summary["heldout_accuracy"]

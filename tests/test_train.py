@@ -13,42 +13,11 @@ import numpy as np
 import pytest
 import transformers
 
-from configs import default_cpu
-from ifrl_jax import train
+from ifrl_jax import sampling
+from ifrl_jax.jobs import grpo
+from tests.tiny_train_config import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(workdir, **kw):
-    c = default_cpu.get_config()
-    c.workdir = str(workdir)
-    c.model.preset = "tiny"
-    c.model.overrides = {"vocab_size": 2048}
-    c.mesh = {"data": 2, "fsdp": 2, "tp": 2}  # the 8 fake devices, every axis used
-    c.sharding = "fsdp_tp"
-    c.data.max_prompt_len = 160
-    c.rollout.n = 2
-    c.rollout.prompts_per_batch = 4
-    c.rollout.max_new_tokens = 8
-    c.grpo.minibatch_prompts = 2  # 2 updates per rollout batch: old log-probs are used
-    c.grpo.kl_coef = 0.01  # reference log-probs too
-    c.sft.steps = 4
-    c.sft.batch_size = 4
-    c.train.steps = 4
-    c.train.eval_every = 2
-    c.train.eval_batch_size = 50
-    c.train.checkpoint_every = 2
-    c.train.keep_checkpoints = 2
-    c.train.eval_init = False
-    c.pipeline.enabled = False  # the RM stage has its own test
-    c.reward.rm_ids = ()
-    for k, v in kw.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
 
 
 def _rows(workdir):
@@ -63,7 +32,7 @@ def _comparable(row):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full")
-    summary = train.train(tiny_config(workdir))
+    summary = grpo.run(tiny_config(workdir))
     return workdir, summary
 
 
@@ -101,7 +70,12 @@ def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
     config = REPO / "tests" / "tiny_train_config.py"
     cmd = [sys.executable, str(REPO / "launch" / "train_grpo.py"), f"--config={config}",
            f"--config.workdir={tmp_path}"]  # fmt: skip
-    proc = subprocess.run([*cmd, "--config.debug.crash_during_save=4"], env=env,
+    crash = (  # the launcher, killed right after step 4's (asynchronous) save has started
+        "import os, runpy, sys; from ifrl_jax.jobs import grpo; run = grpo.run; "
+        "grpo.run = lambda c: run(c, on_checkpoint=lambda s: s == 4 and os._exit(17)); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", crash, *cmd[1:]], env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 17, proc.stderr[-2000:]
     assert [r["step"] for r in _rows(tmp_path)] == [0, 1, 2, 3, 4]
@@ -130,32 +104,32 @@ def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
 )
 def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, key, value, match):
     with pytest.raises(ValueError, match=match):
-        train.validate(tiny_config(tmp_path, **{key: value}))
+        grpo.validate(tiny_config(tmp_path, **{key: value}))
 
 
 def test_mesh_that_does_not_fit_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match=r"--config.mesh=.*needs 24 devices, but 8"):
-        train.train(tiny_config(tmp_path, mesh={"data": 3, "fsdp": 8, "tp": 1}))
+        grpo.run(tiny_config(tmp_path, mesh={"data": 3, "fsdp": 8, "tp": 1}))
 
 
 def test_sample_prompts_that_do_not_split_over_the_mesh_names_both(tmp_path):
     # 2 prompts per sampler call cannot split over data x fsdp = 4 devices.
     with pytest.raises(ValueError, match=r"config.rollout.sample_prompts=2: .* 4 data-parallel"):
-        train.train(tiny_config(tmp_path, **{"rollout.sample_prompts": 2}))
+        grpo.run(tiny_config(tmp_path, **{"rollout.sample_prompts": 2}))
 
 
 def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, monkeypatch):
     calls = []
-    real = train.sampling.generate
+    real = sampling.generate
 
     def spy(cfg, params, ids, mask, **kw):
         calls.append((ids.shape[0], kw["num_samples"]))
         return real(cfg, params, ids, mask, **kw)
 
-    monkeypatch.setattr(train.sampling, "generate", spy)
+    monkeypatch.setattr(sampling, "generate", spy)
     overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
                  "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0}  # fmt: skip
-    summary = train.train(tiny_config(tmp_path, **overrides))
+    summary = grpo.run(tiny_config(tmp_path, **overrides))
     rollout_calls = [c for c in calls if c[1] == 2]  # evaluation samples 1 response per prompt
     assert rollout_calls == [(4, 2), (4, 2)]  # 8 prompts -> two calls of 4, 2 responses each
     (row,) = [r for r in _rows(tmp_path) if "reward/mean" in r]
@@ -202,17 +176,18 @@ def test_two_processes_with_a_loopback_coordinator(tmp_path):
 
 
 def test_reward_model_scores_the_soft_constraints(tmp_path):
-    """An RM trained by launch/train_rm.py's library call plugs into the GRPO reward."""
+    """An RM trained by launch/train_rm.py's job plugs into the GRPO reward."""
     from configs import rm_tiny
-    from ifrl_jax import records, reward_model, rewards, sharding
+    from ifrl_jax import records, rewards, sharding
+    from ifrl_jax.jobs import reward_model as rm_job
 
     rm = rm_tiny.get_config()
     rm.workdir, rm.num_steps, rm.checkpoint_every = str(tmp_path / "rm"), 2, 2
-    reward_model.train(rm)
+    rm_job.run(rm)
     config = tiny_config(tmp_path / "grpo", **{"reward.rm_path": str(tmp_path / "rm")})
-    train.validate(config)
+    grpo.validate(config)
     mesh = sharding.make_mesh(dict(config.mesh))
-    scorer = train._soft_scorer(
+    scorer = grpo._soft_scorer(
         config, config.reward.rm_path, mesh, sharding.get_rules(config.sharding)
     )
     soft = records.Constraint("situation:role_play", {}, "Respond as a pirate")
@@ -245,7 +220,7 @@ def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_
     rows = [x for x in open(shipped) if json.loads(x)["instruction_id_list"][0] == rm_id]
     (tmp_path / "title_first.jsonl").write_text("".join(rows))
     kw["data.train"] = str(tmp_path / "title_first.jsonl")
-    summary = train.train(tiny_config(tmp_path, **kw))
+    summary = grpo.run(tiny_config(tmp_path, **kw))
     levels = [json.loads(x) for x in open(tmp_path / "levels.jsonl")]
     pairs = [json.loads(x) for x in open(tmp_path / "pairs.jsonl")]
     assert levels and all(1 <= len(r["instruction_id_list"]) <= 3 for r in levels)
@@ -259,7 +234,7 @@ def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_
     assert all(0.0 <= r["reward/rm_agreement"] <= 1.0 for r in rows if r["step"] > 0)
     # A restart with more steps reuses the finished stages (the pair file is not rewritten).
     mtime = os.path.getmtime(tmp_path / "pairs.jsonl")
-    again = train.train(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
+    again = grpo.run(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
     assert os.path.getmtime(tmp_path / "pairs.jsonl") == mtime
     assert again["rm_heldout_accuracy"] == summary["rm_heldout_accuracy"]
     assert len(_rows(tmp_path)) == len(rows) + 1
@@ -267,7 +242,7 @@ def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_
     # keeps the levels and pairs as they are.
     os.remove(tmp_path / "rm" / "DONE")
     stamps = {f: os.path.getmtime(tmp_path / f) for f in ("levels.jsonl", "pairs.jsonl")}
-    third = train.train(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
+    third = grpo.run(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
     assert (tmp_path / "rm" / "DONE").exists()
     assert {f: os.path.getmtime(tmp_path / f) for f in stamps} == stamps
     assert third["pairs"] == summary["pairs"]

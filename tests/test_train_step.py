@@ -1,5 +1,6 @@
 """The sharded GRPO train step on the tiny preset and the 8-device fake CPU mesh."""
 
+import dataclasses
 import functools
 
 import chex
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifrl_jax import grpo, models, sharding
+from ifrl_jax import grpo, grpo_step, models, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.models import get_preset
 
@@ -37,21 +38,45 @@ def make_batch(seed=0, b=B, t=T):
     return dict(input_ids=ids, attention_mask=attn, response_mask=resp, advantages=adv)
 
 
+_FIELDS = {c: {f.name for f in dataclasses.fields(c)} for c in (grpo_step.LossConfig,
+                                                                 ts.OptimConfig)}  # fmt: skip
+
+
+def configs(**kw):
+    """(StepConfig, OptimConfig) of the tiny model; kw: fields of either (or of LossConfig)."""
+    kw = {"micro_batches": 2, "learning_rate": 1e-3, "kl_coef": 0.01, **kw}
+    part = {c: {k: kw.pop(k) for k in list(kw) if k in names} for c, names in _FIELDS.items()}
+    loss = grpo_step.LossConfig(**part[grpo_step.LossConfig])
+    return (grpo_step.StepConfig(model=kw.pop("model", get_preset("tiny")), loss=loss, **kw),
+            ts.OptimConfig(**part[ts.OptimConfig]))  # fmt: skip
+
+
 def cfg_for(**kw):
-    base = dict(model=get_preset("tiny"), micro_batches=2, learning_rate=1e-3, kl_coef=0.01)
-    return ts.TrainConfig(**{**base, **kw})
+    return configs(**kw)[0]
+
+
+def loss_and_grads(params, batch, *, cfg):
+    """train_step.loss_and_grads of the GRPO loss (the step's own micro-batching)."""
+    dens = lambda b: grpo_step.denominators(b, cfg=cfg)
+    return ts.loss_and_grads(
+        lambda p, b, d: grpo_step.loss(p, b, d, cfg=cfg), params, batch,
+        micro_batches=cfg.micro_batches, denominators_fn=dens,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ optimizer
 
 
 def test_schedules():
-    c = cfg_for(learning_rate=1.0, warmup_steps=4, total_steps=12, min_lr_ratio=0.1)
-    const = ts.make_schedule(c)
+    c = ts.OptimConfig(learning_rate=1.0, warmup_steps=4, total_steps=12, min_lr_ratio=0.1)
+    const = ts.make_schedule(c.replace(warmup_steps=0))
     warm = ts.make_schedule(c.replace(schedule="warmup"))
     cos = ts.make_schedule(c.replace(schedule="cosine"))
     assert [float(const(s)) for s in (0, 10)] == [1.0, 1.0]
     np.testing.assert_allclose([float(warm(s)) for s in (0, 2, 4, 100)], [0, 0.5, 1, 1])
+    # "constant" warms up too when warmup_steps > 0 (the RM's and verl's meaning).
+    constant_warm = ts.make_schedule(c)
+    np.testing.assert_allclose([float(constant_warm(s)) for s in (0, 2, 4, 100)], [0, 0.5, 1, 1])
     np.testing.assert_allclose(
         [float(cos(s)) for s in (0, 2, 4, 8, 12)], [0, 0.5, 1, 0.55, 0.1], atol=1e-6
     )
@@ -62,8 +87,7 @@ def test_schedules():
 
 
 def test_optimizer_clips_global_norm_and_decays_weights():
-    c = cfg_for(learning_rate=0.1, weight_decay=0.5, grad_clip=1.0)
-    opt = ts.make_optimizer(c)
+    opt = ts.make_optimizer(ts.OptimConfig(learning_rate=0.1, weight_decay=0.5, grad_clip=1.0))
     p = {"w": jnp.full((4,), 2.0)}
     g = {"w": jnp.full((4,), 100.0)}
     upd, _ = opt.update(g, opt.init(p), p)
@@ -72,12 +96,12 @@ def test_optimizer_clips_global_norm_and_decays_weights():
 
 
 def test_balanced_logprob_chunks():
-    c = ts.TrainConfig(model=get_preset("qwen2_5_0_5b"))
+    c = grpo_step.StepConfig(model=get_preset("qwen2_5_0_5b"))
     # 1 GiB of fp32 logits allow 441 positions at B=4 (one chunk, nothing recomputed) and 110
     # at B=16: 3 chunks of 86, not 110 + padding.
-    assert ts.logprob_chunk_size(c, 4, 256) == 256
-    assert ts.logprob_chunk_size(c, 16, 256) == 86
-    assert ts.logprob_chunk_size(c.replace(logprob_chunk_size=64), 4, 256) == 64
+    assert grpo_step.logprob_chunk_size(c, 4, 256) == 256
+    assert grpo_step.logprob_chunk_size(c, 16, 256) == 86
+    assert grpo_step.logprob_chunk_size(c.replace(logprob_chunk_size=64), 4, 256) == 64
 
 
 # ------------------------------------------------------------------ gradient accumulation
@@ -96,7 +120,7 @@ def accumulated():
 
     def all_variants(p, b):
         return {
-            (agg, m): ts.loss_and_grads(p, b, cfg=cfg_for(agg=agg, micro_batches=m, **kw))
+            (agg, m): loss_and_grads(p, b, cfg=cfg_for(agg=agg, micro_batches=m, **kw))
             for agg in grpo.AGGREGATIONS
             for m in (1, 4)
         }
@@ -127,16 +151,16 @@ def test_response_len_runs_the_head_on_responses_only_with_the_same_loss_and_gra
     batch["ref_logp"] = rng.normal(-3, 0.3, (8, T)).astype(np.float32)
     params = models.init_params(get_preset("tiny"), jax.random.key(0))
     full, resp = cfg_for(), cfg_for(response_len=T - PROMPT)
-    f = lambda cfg: jax.jit(lambda p, b: ts.loss_and_grads(p, b, cfg=cfg))
+    f = lambda cfg: jax.jit(lambda p, b: loss_and_grads(p, b, cfg=cfg))
     (l1, a1, g1), (l2, a2, g2) = f(full)(params, batch), f(resp)(params, batch)
     np.testing.assert_allclose(l2, l1, rtol=1e-5)
     for k in a1:
         np.testing.assert_allclose(a2[k], a1[k], rtol=1e-5, atol=1e-6, err_msg=k)
     for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-7)
-    logp = ts.compute_logprobs(params, batch, cfg=resp)
+    logp = grpo_step.compute_logprobs(params, batch, cfg=resp)
     np.testing.assert_allclose(
-        logp[:, PROMPT:], ts.compute_logprobs(params, batch, cfg=full)[:, PROMPT:], rtol=1e-5
+        logp[:, PROMPT:], grpo_step.compute_logprobs(params, batch, cfg=full)[:, PROMPT:], rtol=1e-5
     )
     assert not np.asarray(logp[:, :PROMPT]).any()
     vocab = full.model.vocab_size
@@ -144,7 +168,7 @@ def test_response_len_runs_the_head_on_responses_only_with_the_same_loss_and_gra
     assert f"x{T - PROMPT}x{vocab}xf32>" in hlo  # [rows, response positions, V] logits
     assert f"x{T}x{vocab}xf32>" not in hlo and f"x{T - 1}x{vocab}xf32>" not in hlo
     with pytest.raises(ValueError, match="response_len=24 leaves no prompt"):
-        ts.compute_logprobs(params, batch, cfg=cfg_for(response_len=T))
+        grpo_step.compute_logprobs(params, batch, cfg=cfg_for(response_len=T))
 
 
 def test_micro_batches_must_divide_batch():
@@ -152,7 +176,7 @@ def test_micro_batches_must_divide_batch():
     params = models.abstract_params(cfg.model)
     batch = make_batch()
     with pytest.raises(ValueError, match="micro_batches=3"):
-        jax.eval_shape(lambda p, b: ts.loss_and_grads(p, b, cfg=cfg), params, batch)
+        jax.eval_shape(lambda p, b: loss_and_grads(p, b, cfg=cfg), params, batch)
 
 
 # ------------------------------------------------------------------ the jitted, sharded step
@@ -162,18 +186,19 @@ def test_micro_batches_must_divide_batch():
 def fsdp_run():
     """One compiled fsdp step shared by the tests below; every trace of train_step counted."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ts, "train_step", chex.assert_max_traces(ts.train_step, n=1))
-        cfg = cfg_for()
+        mp.setattr(ts, "update", chex.assert_max_traces(ts.update, n=1))
+        cfg, optim = configs()
         mesh = sharding.make_mesh(MESHES["fsdp"])
-        step_fn = ts.make_train_step(cfg, mesh, "fsdp")
-        logprob_fn = ts.make_logprob_fn(cfg, mesh, "fsdp")
+        step_fn = grpo_step.make_step(cfg, optim, mesh, "fsdp")
+        logprob_fn = grpo_step.make_logprob_fn(cfg, mesh, "fsdp")
         yield cfg, mesh, step_fn, logprob_fn
 
 
 @functools.cache
 def host_state(cfg):
     """The initial TrainState on the host (initialised once, on one device)."""
-    return jax.device_get(ts.init_state(models.init_params(cfg.model, jax.random.key(0)), cfg=cfg))
+    params = models.init_params(cfg.model, jax.random.key(0))
+    return jax.device_get(ts.init_state(params, optim=ts.OptimConfig(learning_rate=1e-3)))
 
 
 def fresh_state(cfg, step_fn):
@@ -216,11 +241,11 @@ def test_two_steps_under_every_sharding_preset(preset, fsdp_run, monkeypatch):
     if preset == "fsdp":
         cfg, mesh, step_fn, logprob_fn = fsdp_run
     else:  # unwrap fsdp_run's trace counter (it counts the fsdp step only); check the cache
-        monkeypatch.setattr(ts, "train_step", ts.train_step.__wrapped__)
-        cfg = cfg_for()
+        monkeypatch.setattr(ts, "update", ts.update.__wrapped__)
+        cfg, optim = configs()
         mesh = sharding.make_mesh(MESHES[preset])
-        step_fn = ts.make_train_step(cfg, mesh, preset)
-        logprob_fn = ts.make_logprob_fn(cfg, mesh, preset)
+        step_fn = grpo_step.make_step(cfg, optim, mesh, preset)
+        logprob_fn = grpo_step.make_logprob_fn(cfg, mesh, preset)
     run_two_steps(cfg, mesh, preset, step_fn, logprob_fn)
     assert step_fn.jitted._cache_size() == 1
 

@@ -1,0 +1,27 @@
+"""The one exception type for mistakes a user can make (bad file, record, flag or config value).
+
+Library code raises `UserError` (or a subclass: `records.RecordError`, `verifiers.SpecError`,
+...) with a message that names the file and line, the flag or the config key, and what to do.
+Launchers (`ifrl_jax.cli`) print such errors as one line and exit with status 2; every other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input: the message names the file:line, flag or config key."""
+
+
+class ConfigError(UserError):
+    """A config value that cannot work; the message starts with `config.<key>=<value>`."""
+
+    def __init__(self, key: str, value, message: str):
+        super().__init__(f"config.{key}={value!r}: {message}")
+        self.key = key
+
+
+def require(ok: bool, key: str, value, message: str) -> None:
+    """Raises ConfigError(key, value, message) unless `ok`."""
+    if not ok:
+        raise ConfigError(key, value, message)

@@ -1,0 +1,335 @@
+"""The GRPO job: warm start, the RM pipeline, then rollouts, rewards and updates with
+periodic held-out evaluation, orbax checkpoints (a restart resumes) and a HF export.
+
+Per step (one rollout batch):
+  records (grain, curriculum schedule) -> `rollout.sample` (n per prompt) -> `Scorer.submit`
+  (verifiers + RM in a host thread), overlapped with the old/reference log-prob passes on the
+  devices -> `rollout.advantages` -> ppo_epochs x mini-batch updates (`grpo_step.make_step`)
+  -> metrics -> periodic held-out eval and checkpoint.
+Everything that can break the run on bad input is checked in `validate` before compiling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from ifrl_jax import (
+    checkpoint,
+    curriculum,
+    data,
+    evaluate,
+    grpo,
+    grpo_step,
+    metrics,
+    records,
+    reward_model,
+    rollout,
+    sharding,
+    verifiers,
+)
+from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax import train_step as ts
+from ifrl_jax.errors import ConfigError, require
+from ifrl_jax.jobs import common, pipeline, warm_start
+from ifrl_jax.models import config as model_config
+from ifrl_jax.models import hf
+
+ASSETS = warm_start.ASSETS
+
+
+def validate(config) -> None:
+    """Raises ConfigError naming the config key for settings that cannot work."""
+    r, g = config.rollout, config.grpo
+    need = lambda ok, key, msg: require(ok, key, _get(config, key), msg)
+    need(r.n >= 2, "rollout.n", "GRPO needs at least 2 responses per prompt")
+    need(r.prompts_per_batch >= 1, "rollout.prompts_per_batch", "must be >= 1")
+    need(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+    local_prompts = r.prompts_per_batch // max(1, jax.process_count())
+    need(r.sample_prompts == 0 or local_prompts % r.sample_prompts == 0, "rollout.sample_prompts",
+         "must divide the prompts per batch of each process (0 = the whole batch)")  # fmt: skip
+    need(r.temperature >= 0, "rollout.temperature", "must be >= 0")
+    need(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    need(r.prompts_per_batch % g.minibatch_prompts == 0, "grpo.minibatch_prompts",
+         f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
+    need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
+    rows = g.minibatch_prompts * r.n
+    need(rows % g.micro_batches == 0, "grpo.micro_batches",
+         f"must divide the mini-batch rows minibatch_prompts*n={rows}")  # fmt: skip
+    for key, table in (("grpo.std", grpo.STD_ESTIMATORS), ("grpo.kl_estimator", grpo.KL_ESTIMATORS),
+                       ("grpo.agg", grpo.AGGREGATIONS), ("grpo.schedule", ts.SCHEDULES),
+                       ("data.schedule", data.SCHEDULES), ("data.overlong", data.OVERLONG),
+                       ("reward.think_mode", verifiers.THINK_MODES),
+                       ("reward.soft", ("exclude", "zero", "error")),
+                       ("sharding", sharding.RULES)):  # fmt: skip
+        need(_get(config, key) in table, key, f"use one of {sorted(table)}")
+    if config.reward.rm_path:
+        need(os.path.isdir(config.reward.rm_path), "reward.rm_path",
+             "is not a directory (a launch/train_rm.py workdir)")  # fmt: skip
+        need(not config.pipeline.enabled, "reward.rm_path",
+             "set either reward.rm_path or pipeline.enabled (which trains its own RM)")  # fmt: skip
+    for cid in config.reward.rm_ids:
+        need(verifiers.is_hard(cid), "reward.rm_ids", f"{cid!r} is not a hard constraint id")
+    need(not config.reward.rm_ids or bool(config.reward.rm_path or config.pipeline.enabled),
+         "reward.rm_ids", "needs a reward model: reward.rm_path or pipeline.enabled")  # fmt: skip
+    p = config.pipeline
+    need(
+        p.rm_init in ("policy", "config"),
+        "pipeline.rm_init",
+        "use policy (the warm-started policy's backbone) or config (pipeline.rm's own)",
+    )
+    need(
+        not p.enabled or p.rm_init != "policy" or config.sft.steps,
+        "pipeline.rm_init",
+        "'policy' starts the RM from the warm start: needs sft.steps > 0",
+    )
+    if not config.model.hf_path:
+        need(config.model.preset in model_config.PRESETS, "model.preset",
+             f"use one of {sorted(model_config.PRESETS)} or set model.hf_path")  # fmt: skip
+    else:
+        need(os.path.isdir(config.model.hf_path), "model.hf_path", "is not a directory")
+    need(r.prompts_per_batch % max(1, jax.process_count()) == 0, "rollout.prompts_per_batch",
+         f"must be a multiple of the {jax.process_count()} processes")  # fmt: skip
+    for key in ("train", "heldout"):
+        for path in common.split_paths(config.data[key]):
+            need(os.path.exists(path), f"data.{key}", f"{path} does not exist")
+
+
+def _check_rollout_fits_mesh(config, mesh) -> None:
+    """Each sampler call's prompts must split over the data-parallel devices (before compiling)."""
+    r = config.rollout
+    ways = sharding.data_ways(mesh)
+    per_call = r.sample_prompts * jax.process_count() if r.sample_prompts else r.prompts_per_batch
+    if per_call % ways:
+        key = "sample_prompts" if r.sample_prompts else "prompts_per_batch"
+        raise ConfigError(f"rollout.{key}", r[key], f"each sampler call's {per_call} prompts do "
+                          f"not split over the {ways} data-parallel devices (config.mesh data x "
+                          "fsdp); use a multiple")  # fmt: skip
+
+
+def _get(config, dotted: str):
+    for k in dotted.split("."):
+        config = config[k]
+    return config
+
+
+def load_data(config) -> tuple[list[records.Record], list[records.Record]]:
+    """(training records, decomposed into levels if configured; held-out records)."""
+    paths = {k: common.split_paths(config.data[k]) or [os.path.join(ASSETS, f"{k}.jsonl")]
+             for k in ("train", "heldout")}  # fmt: skip
+    train = records.load_records(paths["train"], on_error=config.data.on_error).records
+    if config.data.levels:
+        train = curriculum.decompose_all(train, on_error=config.data.on_error).records
+    heldout = records.load_records(paths["heldout"], on_error=config.data.on_error).records
+    logging.info("data: %d training records, %d held out", len(train), len(heldout))
+    return train, heldout
+
+
+def _soft_scorer(config, rm_path: str, mesh, rules):
+    """The reward model in rm_path (an RM workdir) as the soft-constraint scorer, or None."""
+    if not rm_path:
+        return None
+    cfg, params, meta = reward_model.load_reward_model(rm_path, mesh=mesh, rules=rules)
+    tok = tokenizer_lib.load_tokenizer(meta.get("tokenizer") or tokenizer_lib.TINY_TOKENIZER_DIR)
+    encode = {k: v for k, v in meta.get("input", {}).items() if k != "template"}
+    encode.setdefault("max_len", config.reward.rm_max_len)
+    return reward_model.RewardModelScorer(
+        cfg, params, tok, batch_size=config.reward.rm_batch_size, mesh=mesh, rules=rules, **encode
+    )
+
+
+def _updates_per_batch(config) -> int:
+    return config.grpo.ppo_epochs * (
+        config.rollout.prompts_per_batch // config.grpo.minibatch_prompts
+    )
+
+
+def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """Runs (or resumes) the whole job; returns the summary printed by the launcher.
+
+    Args:
+      on_checkpoint: called with the step right after each checkpoint save is started (the
+        save is asynchronous); tests use it to kill the process mid-save.
+    """
+    t_start = time.time()
+    validate(config)
+    workdir = os.path.abspath(config.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(dict(config.mesh), flag="config.mesh")
+    rules = sharding.get_rules(config.sharding)
+    _check_rollout_fits_mesh(config, mesh)
+    tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
+    train_records, heldout = load_data(config)
+    m = config.model
+    cfg, params = checkpoint.load_policy(
+        hf_path=m.hf_path, preset=m.preset, overrides=dict(m.overrides), seed=config.seed,
+        param_dtype=m.param_dtype, dtype=m.dtype, mesh=mesh, rules=rules,
+        runtime=dict(remat=m.remat, scan_layers=m.scan_layers, attention_impl=m.attention_impl),
+    )  # fmt: skip
+    if cfg.vocab_size < tokenizer.vocab_size:
+        raise ConfigError("model", m.preset, f"vocab_size {cfg.vocab_size} is smaller than the "
+                          f"tokenizer's {tokenizer.vocab_size} ids ({tokenizer.path})")  # fmt: skip
+    opts = common.from_section(rollout.Options, {**config.rollout, **config.data})
+    eval_kw = dict(
+        max_new_tokens=opts.max_new_tokens, max_prompt_len=opts.max_prompt_len,
+        batch_size=config.train.eval_batch_size, mesh=mesh, rules=rules,
+        cache_dtype=opts.cache_dtype, buckets=opts.buckets,
+    )  # fmt: skip
+    evaluate_now = lambda p: evaluate.hard_pass_rates(
+        heldout, evaluate.generate_texts(cfg, p, tokenizer, heldout, **eval_kw),
+        think_mode=config.reward.think_mode,
+    )  # fmt: skip
+
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, "ckpt"), keep=config.train.keep_checkpoints
+    )
+    host: dict = {}
+    if config.sft.steps and config.train.eval_init and ckpt.latest_step() is None:
+        host["pass_rate_init"] = evaluate_now(params)["constraint_pass_rate"]
+    if config.sft.steps:
+        params = warm_start.stage(config, cfg, params, tokenizer, mesh, rules, workdir)
+    rm_path, stage_summaries = config.reward.rm_path, {}
+    if config.pipeline.enabled:
+        rm_path, stage_summaries = pipeline.stage(
+            config, cfg, params, tokenizer, train_records, mesh, rules, workdir
+        )
+    g = config.grpo
+    ref_params = jax.tree.map(jax.numpy.copy, params) if g.kl_coef else None
+    step_cfg = grpo_step.StepConfig(
+        model=cfg, loss=common.from_section(grpo_step.LossConfig, g),
+        micro_batches=g.micro_batches, logprob_chunk_size=g.logprob_chunk_size or None,
+        response_len=opts.max_new_tokens,  # the LM head on response positions only
+    )  # fmt: skip
+    total = config.train.steps * _updates_per_batch(config)
+    # grpo.eps is the advantages' epsilon, not Adam's.
+    optim = common.from_section(ts.OptimConfig, g, skip=("eps",), total_steps=total)
+    step_fn = grpo_step.make_step(step_cfg, optim, mesh, rules)
+    logprob_fn = grpo_step.make_logprob_fn(step_cfg, mesh, rules)
+    state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings)
+    del params
+    start = 0
+    restored = ckpt.restore_latest(checkpoint.abstract_like(state))
+    if restored is not None:
+        start, state, host = restored
+        logging.info("resuming at step %d", start)
+    else:
+        before = evaluate_now(state.params)
+        host.update(pass_rate_before=before["constraint_pass_rate"],
+                    prompt_pass_rate_before=before["prompt_pass_rate"])  # fmt: skip
+    it = data.make_iterator(
+        train_records, batch_size=config.rollout.prompts_per_batch,
+        schedule=config.data.schedule, seed=config.seed, state=host.get("data"),
+    )  # fmt: skip
+    writer = metrics.MetricsWriter(workdir, total_steps=config.train.steps, resume_step=start)
+    if start == 0:
+        writer.write(0, {f"eval/{k}": v for k, v in _before(host).items()})
+    key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    reward_opts = common.from_section(rollout.RewardOptions, config.reward)
+    soft_scorer = _soft_scorer(config, rm_path, mesh, rules)
+    with rollout.Scorer(reward_opts, soft_scorer) as scorer:
+        for step in range(start, config.train.steps):
+            rng = jax.random.fold_in(key, step)
+            sampled = rollout.sample(
+                cfg, state.params, tokenizer, next(it), opts=opts, rng=rng, mesh=mesh, rules=rules
+            )
+            state, row = _update(
+                config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mesh
+            )
+            done = step + 1
+            if done % config.train.eval_every == 0 or done == config.train.steps:
+                row.update({f"eval/{k}": v for k, v in evaluate_now(state.params).items()})
+            writer.write(done, row)
+            if done % config.train.checkpoint_every == 0 or done == config.train.steps:
+                host["data"] = it.get_state()
+                host["rng"] = np.asarray(jax.random.key_data(key)).tolist()
+                ckpt.save(done, state, host)
+                if on_checkpoint is not None:
+                    on_checkpoint(done)
+    ckpt.close()
+    writer.close()
+    final = metrics.read_jsonl(writer.path)[-1] if writer.enabled else {}
+    plot = metrics.plot(workdir)
+    if config.train.export_hf:
+        export = os.path.join(workdir, "hf_final")
+        hf.save_hf(cfg, state.params, export)
+        if jax.process_index() == 0:
+            for name in os.listdir(tokenizer.path):
+                shutil.copy(os.path.join(tokenizer.path, name), export)
+    return {
+        "pass_rate_init": host.get("pass_rate_init"),
+        "pass_rate_before": host.get("pass_rate_before"),
+        "pass_rate_after": final.get("eval/constraint_pass_rate"),
+        "prompt_pass_rate_before": host.get("prompt_pass_rate_before"),
+        "prompt_pass_rate_after": final.get("eval/prompt_pass_rate"),
+        "steps": config.train.steps,
+        "seconds": round(time.time() - t_start, 1),
+        "workdir": workdir,
+        "plot": plot,
+        **_stage_figures(stage_summaries),
+    }
+
+
+def _stage_figures(summaries: dict) -> dict:
+    """The pipeline's headline figures for the final JSON line."""
+    pairs, rm = summaries.get("pairs", {}), summaries.get("rm", {})
+    out = {k: pairs[k] for k in ("pairs", "pos_hard_pass_rate", "neg_hard_pass_rate") if k in pairs}
+    out.update({f"rm_{k}": rm[k] for k in ("heldout_accuracy", "verifier_agreement") if k in rm})
+    return out
+
+
+def _before(host: dict) -> dict:
+    """The pre-GRPO eval figures kept in the checkpoint's host state."""
+    keys = {"pass_rate_before": "constraint_pass_rate",
+            "prompt_pass_rate_before": "prompt_pass_rate"}  # fmt: skip
+    return {v: host[k] for k, v in keys.items() if k in host}
+
+
+def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mesh):
+    """Rewards (in the scorer's thread, overlapped with the log-prob passes), advantages and
+    the ppo_epochs x mini-batch updates of one sampled batch; returns (state, metrics row)."""
+    g, n = config.grpo, config.rollout.n
+    t_reward0 = time.time()
+    future = scorer.submit(sampled.records, sampled.texts)
+    rows = sampled.rows
+    num_mb = config.rollout.prompts_per_batch // g.minibatch_prompts
+    mb_rows = len(sampled.records) // num_mb
+    minibatches = []
+    for j in range(num_mb):
+        sl = slice(j * mb_rows, (j + 1) * mb_rows)
+        mb = sharding.host_to_global({k: v[sl] for k, v in rows.items()}, mesh)
+        if _updates_per_batch(config) > 1:  # off-policy updates: ratio against the sampler
+            mb["old_logp"] = logprob_fn(state.params, mb)
+        if g.kl_coef:
+            mb["ref_logp"] = logprob_fn(ref_params, mb)
+        minibatches.append((sl, mb))
+    result, t_score, t_reward = future.result()
+    t_wait = time.time()
+    adv, row_w = rollout.advantages(result, sampled.prompt_weight, n=n, std=g.std, eps=g.eps,
+                                    filter_zero_variance=g.filter_zero_variance)  # fmt: skip
+    step_metrics = []
+    for _ in range(g.ppo_epochs):
+        for sl, mb in minibatches:
+            extra = sharding.host_to_global(
+                {"advantages": adv[sl],
+                 "response_mask": (rows["response_mask"][sl] * row_w[sl, None]).astype(np.int32)},
+                mesh,
+            )  # fmt: skip
+            state, m = step_fn(state, {**mb, **extra})
+            step_metrics.append(m)
+    t_update = time.time()
+    upd = {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}
+    row = {f"train/{k}": v for k, v in upd.items() if k not in ("step", "is_finite")}
+    row.update(rollout.batch_metrics(sampled, result, n=n))
+    row.update({
+        "time/sample": sampled.seconds, "time/reward": t_reward,
+        "time/verify": t_reward - t_score, "time/score": t_score,
+        "time/reward_wait": t_wait - t_reward0, "time/update": t_update - t_wait,
+        "time/step": sampled.seconds + t_update - t_reward0,
+    })  # fmt: skip
+    return state, row

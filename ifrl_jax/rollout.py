@@ -1,0 +1,245 @@
+"""One rollout batch, from records to scored groups: sample -> verify + RM score -> advantages.
+
+    sampled = rollout.sample(cfg, params, tokenizer, records, opts=opts, rng=key, mesh=mesh,
+                             rules=rules)                     # n responses per prompt [devices]
+    future = scorer.submit(sampled.records, sampled.texts)  # rewards in a host thread [host]
+    ...                                                       # old/ref log-probs meanwhile
+    result, seconds = future.result()
+    adv, weight = rollout.advantages(result, sampled.prompt_weight, n=opts.n, ...)
+
+`sampled.rows` holds the train step's [R, P + M] arrays (prompt left-padded, response
+right-padded); rows are ordered group by group (the n responses of prompt i are rows
+i*n .. i*n + n - 1), like `records` and `texts`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from ifrl_jax import data, grpo, rewards, sampling, sharding, verifiers
+from ifrl_jax.models import ModelConfig
+from ifrl_jax.records import Record
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How a batch is sampled; field names are config.rollout's (and config.data's) keys."""
+
+    n: int = 5  # responses per prompt
+    max_new_tokens: int = 8192
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    cache_dtype: str = "bfloat16"
+    sample_prompts: int = 0  # prompts per sampler call and process; 0 = the whole batch
+    max_prompt_len: int = 2048
+    overlong: str = "truncate_left"
+    prompt_buckets: tuple[int, ...] = ()  # () = sampling.DEFAULT_BUCKETS
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return tuple(self.prompt_buckets) or sampling.DEFAULT_BUCKETS
+
+
+@dataclasses.dataclass
+class Sampled:
+    """A sampled batch on the host. R = prompts * n rows, group by group.
+
+    Attributes:
+      records: [R] the record of each row; texts: [R] decoded responses.
+      rows: input_ids, attention_mask, response_mask [R, P + M] for the train step.
+      lengths: [R] response tokens (EOS included); finished: [R] ended by EOS.
+      prompt_weight: [prompts] 0 for filler prompts (repeats standing in for dropped ones).
+      num_truncated, num_dropped: prompts cut on the left / dropped as over-long.
+      seconds: time spent sampling.
+    """
+
+    records: list[Record]
+    texts: list[str]
+    rows: dict[str, np.ndarray]
+    lengths: np.ndarray
+    finished: np.ndarray
+    prompt_weight: np.ndarray
+    num_truncated: int
+    num_dropped: int
+    seconds: float
+
+
+def fill_batch(enc: data.EncodedPrompts, size: int):
+    """Keeps the batch shape when prompts were dropped: repeats kept rows with weight 0.
+
+    Returns:
+      (records, input_ids, attention_mask, weight [size]).
+    """
+    recs = list(enc.records)
+    ids, mask = enc.input_ids, enc.attention_mask
+    weight = np.ones(len(recs), np.float32)
+    if len(recs) == size:
+        return recs, ids, mask, weight
+    if not recs:
+        raise ValueError(
+            "every prompt of the batch was dropped as over-long (config.data.overlong)"
+        )
+    extra = size - len(recs)
+    take = np.arange(extra) % len(recs)
+    weight = np.concatenate([weight, np.zeros(extra, np.float32)])
+    ids, mask = np.concatenate([ids, ids[take]]), np.concatenate([mask, mask[take]])
+    return recs + [recs[i] for i in take], ids, mask, weight
+
+
+def train_rows(
+    prompt_ids: np.ndarray, prompt_mask: np.ndarray, tokens: np.ndarray, lengths: np.ndarray,
+    n: int,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Prompt + response rows [R, P + M] for the train step (left-padded prompt, right-padded
+    response); response_mask marks the sampled tokens (the EOS included)."""
+    m = tokens.shape[1]
+    resp = (np.arange(m)[None, :] < lengths[:, None]).astype(np.int32)
+    ids = np.concatenate([np.repeat(prompt_ids, n, 0), tokens], axis=1).astype(np.int32)
+    mask = np.concatenate([np.repeat(prompt_mask, n, 0), resp], axis=1).astype(np.int32)
+    response_mask = np.concatenate([np.zeros_like(np.repeat(prompt_mask, n, 0)), resp], axis=1)
+    return {"input_ids": ids, "attention_mask": mask, "response_mask": response_mask}
+
+
+def sample(
+    cfg: ModelConfig, params: dict, tokenizer, batch_records: Sequence[Record], *,
+    opts: Options, rng: jax.Array, mesh: Mesh, rules,
+) -> Sampled:  # fmt: skip
+    """Samples opts.n responses to each of this process's records (chunks of
+    opts.sample_prompts prompts per sampler call, which bounds the KV cache)."""
+    t0 = time.time()
+    enc = data.encode_prompts(
+        tokenizer, batch_records, max_prompt_len=opts.max_prompt_len, overlong=opts.overlong,
+        buckets=opts.buckets,
+    )  # fmt: skip
+    recs, ids, mask, weight = fill_batch(enc, len(batch_records))
+    p = sharding.agree_max(ids.shape[1])  # hosts bucket their own prompts: use one length
+    ids = np.pad(ids, ((0, 0), (p - ids.shape[1], 0)), constant_values=tokenizer.pad_id)
+    mask = np.pad(mask, ((0, 0), (p - mask.shape[1], 0)))
+    chunk = opts.sample_prompts or ids.shape[0]
+    outs = []
+    for lo in range(0, ids.shape[0], chunk):  # the KV cache: [L, chunk * n, P + M, K, H]
+        prompts = (ids[lo : lo + chunk], mask[lo : lo + chunk])
+        if jax.process_count() > 1:  # global arrays; one process passes its numpy rows directly
+            prompts = sharding.host_to_global(prompts, mesh)
+        out = sampling.generate(
+            cfg, params, *prompts, max_new_tokens=opts.max_new_tokens,
+            temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
+            num_samples=opts.n, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
+            rng=jax.random.fold_in(rng, lo) if lo else rng, cache_dtype=opts.cache_dtype,
+            mesh=mesh, rules=rules, buckets=opts.buckets,
+        )  # fmt: skip
+        outs.append(sharding.global_to_host((out.tokens, out.lengths, out.finished), mesh))
+    tokens, lengths, finished = (np.concatenate(x) for x in zip(*outs))
+    ids = np.pad(ids, ((0, 0), (out.prompt_len - ids.shape[1], 0)),
+                 constant_values=tokenizer.pad_id)  # fmt: skip
+    mask = np.pad(mask, ((0, 0), (out.prompt_len - mask.shape[1], 0)))
+    t1 = time.time()
+    return Sampled(
+        records=[rec for rec in recs for _ in range(opts.n)],
+        texts=tokenizer.decode_batch(tokens, lengths),
+        rows=train_rows(ids, mask, tokens, lengths, opts.n),
+        lengths=lengths, finished=finished, prompt_weight=weight,
+        num_truncated=enc.num_truncated, num_dropped=enc.num_dropped, seconds=t1 - t0,
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardOptions:
+    """How responses are scored; field names are config.reward's keys."""
+
+    scale: float = 5.0
+    think_mode: str = "none"
+    soft: str = "exclude"  # soft constraints without a reward model: exclude/zero/error
+    rm_ids: tuple[str, ...] = ()  # hard ids the RM scores instead of the rules
+    verifier_processes: int = 8  # 0: the verifiers' shared worker process (verifiers.shared_pool)
+    timeout_s: float = 10.0
+
+
+class Scorer:
+    """Rewards in a host thread (rule verifiers, in-process or a VerifierPool, plus the soft
+    scorer), so that device work overlaps them. A context manager: `close` stops the pool."""
+
+    def __init__(self, opts: RewardOptions, soft_scorer: rewards.SoftScorer | None = None):
+        self.opts, self.soft_scorer = opts, soft_scorer
+        procs = opts.verifier_processes
+        self.pool = verifiers.VerifierPool(procs) if procs else None
+        if not procs:
+            verifiers.shared_pool()  # starts (and warms) now, not in the first reward batch
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reward")
+
+    def _score(self, recs, texts) -> tuple[rewards.RewardResult, float]:
+        soft_seconds = [0.0]
+
+        def timed_soft(*args):
+            t0 = time.time()
+            out = self.soft_scorer(*args)
+            soft_seconds[0] += time.time() - t0
+            return out
+
+        o = self.opts
+        result = rewards.score(
+            recs, texts, think_mode=o.think_mode, scale=o.scale,
+            soft_scorer=timed_soft if self.soft_scorer is not None else None, soft=o.soft,
+            pool=self.pool, timeout_s=o.timeout_s, rm_ids=tuple(o.rm_ids),
+        )  # fmt: skip
+        return result, soft_seconds[0]
+
+    def submit(self, recs: Sequence[Record], texts: Sequence[str]) -> concurrent.futures.Future:
+        """Starts scoring; the future gives (RewardResult, soft-scorer seconds, total seconds)."""
+        t0 = time.time()
+
+        def job():
+            result, soft = self._score(recs, texts)
+            return result, soft, time.time() - t0
+
+        return self.executor.submit(job)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+        if self.pool is not None:
+            self.pool.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def advantages(
+    result: rewards.RewardResult, prompt_weight: np.ndarray, *, n: int, std: str, eps: float,
+    filter_zero_variance: bool,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(advantages [R], row weights [R]): group-normalized advantages; weight 0 on filler
+    prompts, rows without a valid reward and (optionally) zero-variance groups."""
+    r = np.asarray(result.rewards, np.float32)
+    adv = np.asarray(grpo.group_advantages(r, group_size=n, std=std, eps=eps), np.float32)
+    w = np.repeat(prompt_weight, n) * np.asarray(result.reward_valid, np.float32)
+    if filter_zero_variance:
+        w = w * np.asarray(grpo.zero_variance_weights(r, group_size=n))
+    return adv, w
+
+
+def batch_metrics(sampled: Sampled, result: rewards.RewardResult, *, n: int) -> dict:
+    """Reward statistics, pass rates per id and level, and response lengths of one batch."""
+    r = np.asarray(result.rewards, np.float32)
+    stats = jax.device_get(grpo.reward_stats(r, group_size=n))
+    row = {f"reward/{k.removeprefix('reward_')}": float(v) for k, v in stats.items()}
+    row.update({f"rate/{k}": v for k, v in rewards.pass_rates(result, sampled.records).items()})
+    if result.rm_agreement is not None:  # RM decision == rule verdict on reward.rm_ids slots
+        row["reward/rm_agreement"] = result.rm_agreement
+    row["reward/verifier_timeouts"] = result.verifier_timeouts  # checks cut by the time limit
+    row.update({
+        "response/length_mean": float(np.mean(sampled.lengths)),
+        "response/finished_frac": float(np.mean(sampled.finished)),
+        "prompts/truncated": sampled.num_truncated, "prompts/dropped": sampled.num_dropped,
+    })  # fmt: skip
+    return row
