@@ -3,9 +3,10 @@ r"""GRPO step tokens/s: ours vs transformers + torch AdamW, and vs XLA's own mat
 A Qwen2.5-0.5B-shaped model (preset `qwen2_5_0_5b`, `--layers` overriding its depth) with random
 weights, fp32, on CPU (one device), measured in one process:
 
-  ours grpo step    old log-probs + reference log-probs (`make_logprob_fn`, two forward
-                    passes, chunked log-probs) + one update (`make_train_step`: forward,
-                    backward, clipped loss with k3 KL, global-norm clip, AdamW, donated state).
+  ours grpo step    old log-probs + reference log-probs (`grpo_step.make_logprob_fn`, two
+                    forward passes, chunked log-probs) + one update (`grpo_step.make_step`:
+                    forward, backward, clipped loss with k3 KL, global-norm clip, AdamW,
+                    donated state).
   ours update       the update alone (old/ref log-probs precomputed).
   hf grpo step      transformers `Qwen2ForCausalLM` on the same config: two `torch.no_grad()`
                     forwards (old, ref) + forward/backward of the same clipped GRPO loss (full
@@ -21,7 +22,7 @@ both frameworks at once need ~13 GB at 4 layers). Peak memory ~8 GB at the defau
 
 FLOPs: one forward pass F = 2 x (every matmul's m*k*n) (= 2 * N_matmul_params * tokens, the tied
 LM head counted once) + attention at the full T x T scores. The LM head is counted on the
-response positions only (the log-probs a GRPO step needs; `TrainConfig.response_len`, which
+response positions only (the log-probs a GRPO step needs; `StepConfig.response_len`, which
 ours uses; transformers computes it on every position, as verl does), or on all positions with
 --noresponse_only (then ours does too). A GRPO step is 3F (forward+backward
 of the update, i.e. 6 N tokens) + 2F (old and reference forwards, 2 N tokens each) = 5F; the
@@ -49,9 +50,11 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from ifrl_jax import grpo, host_memory, models, sharding
+from ifrl_jax import grpo, grpo_step, host_memory, models, sharding
 from ifrl_jax import train_step as ts
+from ifrl_jax.grpo_step import StepConfig
 from ifrl_jax.models import ModelConfig
+from ifrl_jax.train_step import OptimConfig
 
 _LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers (the preset's widths are kept).")
 _BATCH = flags.DEFINE_integer("batch", 4, "Sequences per batch.")
@@ -61,7 +64,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (compile, allocator).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 0, "Log-prob chunk (positions); 0 = balanced default.")
 _RESPONSE_ONLY = flags.DEFINE_bool(
-    "response_only", True, "Ours: LM head on response positions only (TrainConfig.response_len)."
+    "response_only", True, "Ours: LM head on response positions only (StepConfig.response_len)."
 )
 _ENTROPY = flags.DEFINE_bool("entropy", True, "Compute the entropy metric (the default config).")
 _TORCH_ATTN = flags.DEFINE_enum("torch_attn", "sdpa", ["sdpa", "eager"], "transformers attention.")
@@ -90,20 +93,20 @@ def make_batch(cfg: ModelConfig, b: int, t: int, prompt: int) -> dict[str, np.nd
     )
 
 
-def ours_fns(cfg: ts.TrainConfig, batch: dict) -> dict[str, Callable[[], Any]]:
+def ours_fns(cfg: StepConfig, optim: OptimConfig, batch: dict) -> dict[str, Callable[[], Any]]:
     """Callables for our GRPO step (2 log-prob passes + update), update alone, one log-prob pass."""
     mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tp": 1}, devices=jax.devices()[:1])
-    step_fn = ts.make_train_step(cfg, mesh, "replicated")
-    logprob_fn = ts.make_logprob_fn(cfg, mesh, "replicated")
+    step_fn = grpo_step.make_step(cfg, optim, mesh, "replicated")
+    logprob_fn = grpo_step.make_logprob_fn(cfg, mesh, "replicated")
     params = models.init_params(cfg.model, jax.random.key(0), mesh=mesh, rules="replicated")
     ref_params = models.init_params(cfg.model, jax.random.key(1), mesh=mesh, rules="replicated")
-    holder = {"state": ts.init_state(params, cfg=cfg, shardings=step_fn.state_shardings)}
-    device_batch = jax.device_put(batch, ts.batch_sharding(mesh))
+    holder = {"state": ts.init_state(params, optim=optim, shardings=step_fn.state_shardings)}
+    device_batch = jax.device_put(batch, sharding.data_sharding(mesh))
     fixed = dict(device_batch)
     fixed["old_logp"] = logprob_fn(params, fixed)
     fixed["ref_logp"] = logprob_fn(ref_params, fixed)
 
-    def grpo_step():
+    def full_step():
         state = holder["state"]
         b = dict(device_batch)
         b["old_logp"] = logprob_fn(state.params, b)  # once per rollout batch upstream
@@ -116,13 +119,13 @@ def ours_fns(cfg: ts.TrainConfig, batch: dict) -> dict[str, Callable[[], Any]]:
         return metrics
 
     return {
-        "grpo step": grpo_step,
+        "grpo step": full_step,
         "update": update,
         "logprobs (1 pass)": lambda: logprob_fn(ref_params, fixed),
     }
 
 
-def transformers_fns(cfg: ts.TrainConfig, batch: dict, *, attn: str):
+def transformers_fns(cfg: StepConfig, optim: OptimConfig, batch: dict, *, attn: str):
     """The same three callables with transformers' Qwen2ForCausalLM + torch.optim.AdamW."""
     import torch
     import transformers
@@ -135,15 +138,16 @@ def transformers_fns(cfg: ts.TrainConfig, batch: dict, *, attn: str):
     ref = transformers.Qwen2ForCausalLM(config).to(torch.float32).eval()
     opt = torch.optim.AdamW(
         model.parameters(),
-        lr=cfg.learning_rate,
-        betas=(cfg.b1, cfg.b2),
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
+        lr=optim.learning_rate,
+        betas=(optim.b1, optim.b2),
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
     )
     x = torch.from_numpy(batch["input_ids"].copy()).long()
     m = torch.from_numpy(batch["attention_mask"].copy()).long()
     mask = torch.from_numpy(batch["response_mask"].copy())[:, 1:]
     adv = torch.from_numpy(batch["advantages"].copy())[:, None]
+    lc = cfg.loss
 
     def logp_of(logits):  # [B, T-1], verl's logprobs_from_logits (log_softmax + gather)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -158,13 +162,13 @@ def transformers_fns(cfg: ts.TrainConfig, batch: dict, *, attn: str):
         logp = logp_of(model(input_ids=x, attention_mask=m).logits)
         ratio = torch.exp(torch.clamp(logp - old, -20, 20))
         pg = torch.maximum(
-            -adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_low, 1 + cfg.clip_high)
+            -adv * ratio, -adv * torch.clamp(ratio, 1 - lc.clip_low, 1 + lc.clip_high)
         )
         kl = torch.clamp(ref_lp - logp, -20, 20)
         kl = torch.clamp(torch.exp(kl) - kl - 1, -10, 10)
-        loss = ((pg + cfg.kl_coef * kl) * mask).sum() / mask.sum()
+        loss = ((pg + lc.kl_coef * kl) * mask).sum() / mask.sum()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
         opt.step()
         return loss.detach()
 
@@ -187,10 +191,11 @@ def main(argv: list[str]) -> None:
     b, t = _BATCH.value, _SEQ.value
     mcfg = models.get_preset(_PRESET.value, num_layers=_LAYERS.value, dtype="float32")
     head_positions = t - _PROMPT.value if _RESPONSE_ONLY.value else t
-    cfg = ts.TrainConfig(
+    cfg = StepConfig(
         model=mcfg, logprob_chunk_size=_CHUNK.value or None, compute_entropy=_ENTROPY.value,
         response_len=head_positions if _RESPONSE_ONLY.value else None,
     )  # fmt: skip
+    optim = OptimConfig()  # upstream AdamW, lr 1e-6, clip 1.0; torch gets the same below
     tokens = b * t
     print(common.machine_line())
     print(f"{malloc_line}; it applies to torch in this process too")
@@ -198,13 +203,13 @@ def main(argv: list[str]) -> None:
         f"threads: XLA:CPU {threads}, torch {torch.get_num_threads()} (torch {torch.__version__}); "
         f"model {_PRESET.value} x {mcfg.num_layers} layers, {mcfg.num_params() / 1e6:.1f}M "
         f"params, fp32; batch {b} x {t} = {tokens} tokens ({t - _PROMPT.value} response); "
-        f"log-prob chunk {ts.logprob_chunk_size(cfg, b, head_positions)}; entropy "
+        f"log-prob chunk {grpo_step.logprob_chunk_size(cfg, b, head_positions)}; entropy "
         f"{cfg.compute_entropy}; ours' LM head on {head_positions} positions per row"
     )
 
     fwd_mms = common.model_matmuls(mcfg, b, t, head_positions)
     fwd_flops = sum(mm.flops for mm in fwd_mms)
-    chunk = ts.logprob_chunk_size(cfg, b, head_positions)
+    chunk = grpo_step.logprob_chunk_size(cfg, b, head_positions)
     chunked = chunk < head_positions
     update_mms = common.train_matmuls(fwd_mms, recompute_head=chunked)
     step_mms = update_mms + fwd_mms + fwd_mms  # + old and reference forwards
@@ -220,7 +225,7 @@ def main(argv: list[str]) -> None:
         for mm_shape, (_, layout) in layouts.items()
     }
     batch = make_batch(mcfg, b, t, _PROMPT.value)
-    fns.update({f"ours {k}": v for k, v in ours_fns(cfg, batch).items()})
+    fns.update({f"ours {k}": v for k, v in ours_fns(cfg, optim, batch).items()})
     t0 = time.perf_counter()
     timings = common.time_interleaved(fns, warmup=_WARMUP.value, repeats=_REPEATS.value)
     print(
@@ -230,7 +235,7 @@ def main(argv: list[str]) -> None:
     del fns, operands
     gc.collect()
     if not _SKIP_TORCH.value:
-        hf_fns = transformers_fns(cfg, batch, attn=_TORCH_ATTN.value)
+        hf_fns = transformers_fns(cfg, optim, batch, attn=_TORCH_ATTN.value)
         t0 = time.perf_counter()
         hf_t = common.time_interleaved(hf_fns, warmup=_WARMUP.value, repeats=_REPEATS.value)
         timings.update({f"hf {k}": v for k, v in hf_t.items()})
