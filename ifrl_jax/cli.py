@@ -55,7 +55,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def verbose() -> bool:
     """Whether --verbosity asks for more than the default (full tracebacks, library INFO)."""
-    return flags.FLAGS.is_parsed() and flags.FLAGS.verbosity >= 1
+    if "verbose" not in _STATE and flags.FLAGS.is_parsed():
+        _STATE["verbose"] = flags.FLAGS.verbosity >= 1  # read once: quiet_logs resets it
+    return _STATE.get("verbose", False)
 
 
 def fail(message: str) -> None:
@@ -82,9 +84,9 @@ def quiet_logs() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.INFO)
     if verbose():
         return
+    absl_logging.set_verbosity(absl_logging.INFO)
     handler = absl_logging.get_absl_handler()
     if not any(isinstance(f, _OursOnly) for f in handler.filters):
         handler.addFilter(_OursOnly())
@@ -92,14 +94,56 @@ def quiet_logs() -> None:
         logging.getLogger(name).addFilter(_OursOnly())
 
 
+def _bad_override(e: Exception) -> str:
+    """One line naming the --config.<key> override that names no config key."""
+    key = str(e).strip("\"'")
+    args = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    arg = next((a for a in args if f".{key}=" in a or a.endswith(f".{key}")), ", ".join(args))
+    return f"{arg.split('=')[0]}: no such config key ({key!r}); see the config file's keys"
+
+
+def _bad_config_file(e: OSError) -> str:
+    """One line for a config file that cannot load (ml_collections explains over many)."""
+    path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
+    return f"--config={path}: cannot load the config file ({str(e).splitlines()[-1].strip()})"
+
+
+def define_config(default: str, help_text: str):
+    """--config (an ml_collections config file, default `default`) with --config.key=value
+    overrides. Read it with `config_value`: a missing file or unknown key is a one-line error."""
+    from ml_collections import config_flags
+
+    try:
+        return config_flags.DEFINE_config_file("config", default, help_text)
+    except (AttributeError, KeyError) as e:  # an override is applied while defining
+        _STATE["config_error"] = _bad_override(e)
+        return None
+
+
+def config_value(flag):
+    """The config of a `define_config` flag (after its overrides)."""
+    try:
+        value = flag.value
+        value.keys()  # a file that failed to load raises only when the config is first used
+        return value
+    except OSError as e:
+        fail(_bad_config_file(e))
+    except (AttributeError, KeyError) as e:
+        fail(_bad_override(e))
+
+
 def _parse(argv: list[str]) -> list[str]:
     """absl's parser, with flag errors as one line and exit status 2."""
+    if "config_error" in _STATE:
+        fail(_STATE["config_error"])
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f"{e} (see --helpshort)")
     except errors.UserError as e:  # e.g. a config file that raises on bad arguments
         fail(str(e))
+    except OSError as e:  # --config's file, loaded while its overrides are parsed
+        fail(_bad_config_file(e))
     return []
 
 

@@ -8,20 +8,18 @@ clusters JAX detects (TPU pods, SLURM, Open MPI); see WORKSPACE.md.
 import os
 import sys
 
-from ml_collections import config_flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # configs/ is importable
 
 from ifrl_jax import cli
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "..", "configs", "default_cpu.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "experiment config file")
+_CONFIG = cli.define_config(_DEFAULT, "experiment config file")
 
 
 def main() -> None:
     from ifrl_jax.jobs import grpo
 
-    summary = grpo.run(_CONFIG.value)
+    summary = grpo.run(cli.config_value(_CONFIG))
     if cli.is_main_process() and summary["pass_rate_after"] is not None:
         print(f"held-out hard-constraint pass rate: before GRPO {summary['pass_rate_before']:.3f}"
               f", after {summary['pass_rate_after']:.3f}")  # fmt: skip

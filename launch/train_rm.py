@@ -12,20 +12,18 @@ Multi-host: the same flags as launch/train_grpo.py.
 import os
 import sys
 
-from ml_collections import config_flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # configs/ is importable
 
 from ifrl_jax import cli
 
 _DEFAULT = os.path.join(os.path.dirname(__file__), "..", "configs", "rm_tiny.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "Config file (configs/rm_*.py).")
+_CONFIG = cli.define_config(_DEFAULT, "Config file (configs/rm_*.py).")
 
 
 def main() -> None:
     from ifrl_jax.jobs import reward_model
 
-    cli.print_summary(reward_model.run(_CONFIG.value))
+    cli.print_summary(reward_model.run(cli.config_value(_CONFIG)))
 
 
 if __name__ == "__main__":

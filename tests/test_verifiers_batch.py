@@ -162,7 +162,8 @@ def test_closed_pool_refuses_work():
 
 
 def test_balanced_chunks_cover_every_task_once():
-    from ifrl_jax.verifiers.pool import _balanced_chunks, _estimated_cost
+    from ifrl_jax.verifiers.worker import balanced_chunks as _balanced_chunks
+    from ifrl_jax.verifiers.worker import estimated_cost as _estimated_cost
 
     heavy = [(0, "x" * 3000, [(0, "language:response_language", {})])] * 3
     light = [(0, "x" * 100, [(0, "punctuation:no_comma", {})])] * 40

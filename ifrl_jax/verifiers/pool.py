@@ -25,20 +25,18 @@ from __future__ import annotations
 import atexit
 import collections
 import concurrent.futures
-import heapq
 import logging
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ifrl_jax.verifiers import nlp
+from ifrl_jax.verifiers import worker
 from ifrl_jax.verifiers.core import ERROR, TIMEOUT, resolve_timeout
 from ifrl_jax.verifiers.layout import (
     DEFAULT_TIMEOUT_S,
@@ -49,7 +47,6 @@ from ifrl_jax.verifiers.layout import (
     assemble,
     mode_flags,
     plan_batch,
-    run_tasks,
 )
 
 logger = logging.getLogger("ifrl_jax.verifiers")
@@ -57,66 +54,7 @@ logger = logging.getLogger("ifrl_jax.verifiers")
 DEADLINE_GRACE_S = 10.0
 STARTUP_TIMEOUT_S = 120.0
 SHARED_POOL_PROCESSES = 1
-_PRELOAD = "ifrl_jax.verifiers._preload"
 _MISSED_DEADLINE = "missed its deadline"
-
-
-# Relative cost per character of the checks that dominate run time (language detection,
-# Punkt, word tokenisation); the rest are regex scans. Used only to order the work.
-_HEAVY = {
-    "language:response_language": 8.0,
-    "change_case:capital_word_frequency": 4.0,
-    "length_constraints:number_sentences": 3.0,
-    "change_case:english_capital": 1.0,
-    "change_case:english_lowercase": 1.0,
-}
-
-
-def _estimated_cost(task) -> float:
-    """Rough relative cost of a task, used to balance the chunks."""
-    _, text, checks = task
-    return (len(text or "") + 100) * sum(_HEAVY.get(cid, 0.1) for _, cid, _ in checks)
-
-
-def _balanced_chunks(tasks, n_chunks: int) -> list[list[int]]:
-    """Deals task indices into up to `n_chunks` chunks of about equal estimated cost.
-
-    Greedy longest-processing-time: the costliest task goes to the cheapest chunk so far.
-    """
-    n_chunks = max(1, min(n_chunks, len(tasks)))
-    heap = [(0.0, k) for k in range(n_chunks)]
-    chunks: list[list[int]] = [[] for _ in range(n_chunks)]
-    for i in sorted(range(len(tasks)), key=lambda i: -_estimated_cost(tasks[i])):
-        total, k = heapq.heappop(heap)
-        chunks[k].append(i)
-        heapq.heappush(heap, (total + _estimated_cost(tasks[i]), k))
-    return [c for c in chunks if c]
-
-
-def _add_forkserver_preload() -> None:
-    """Asks the forkserver, if not started yet, to load nltk/langdetect once before forking."""
-    from multiprocessing import forkserver
-
-    current = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
-    if _PRELOAD not in current:
-        forkserver.set_forkserver_preload(current + [_PRELOAD])
-
-
-def _worker_main(conn) -> None:
-    """Worker process: warm up, then score chunks until told to stop or the parent goes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    nlp.warmup()
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg[0] != "run":
-            return
-        _, chunk_id, tasks, flags, timeout_s = msg
-        results, warnings = run_tasks(tasks, flags, timeout_s)
-        conn.send(("done", chunk_id, results, warnings))
 
 
 @dataclass
@@ -184,7 +122,7 @@ class VerifierPool:
         if context == "fork":
             raise ValueError("the 'fork' start method is unsafe once JAX is imported")
         if context == "forkserver":
-            _add_forkserver_preload()
+            worker.add_forkserver_preload()
         self._ctx = multiprocessing.get_context(context)
         self.processes = processes
         self.timeout_s = timeout_s
@@ -305,7 +243,9 @@ class VerifierPool:
         )
         chunks = [
             _Chunk(job, indices)
-            for indices in _balanced_chunks(plan.tasks, self.processes * self._chunks_per_process)
+            for indices in worker.balanced_chunks(
+                plan.tasks, self.processes * self._chunks_per_process
+            )
         ]
         job.remaining = len(chunks)
         if not chunks:
@@ -347,7 +287,7 @@ class VerifierPool:
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child_conn,), name="ifrl-verifier", daemon=True
+            target=worker.worker_main, args=(child_conn,), name="ifrl-verifier", daemon=True
         )
         proc.start()
         child_conn.close()
