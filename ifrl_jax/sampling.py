@@ -7,6 +7,11 @@ One compiled program per (prompt bucket, batch size, max_new_tokens, sampling mo
 the B prompts (logits at the last position only), the cache copied to the n samples of each
 prompt, then a `lax.while_loop` of single-token decode steps that stops as soon as every row
 has finished. EOS ids, temperature and top-p are traced arguments, not compile-time constants.
+
+A sampled step draws from softmax(logits / temperature) cut to the top-k and then the top-p set
+of that tempered distribution, in transformers' and vLLM's order (`sampling_probs`). The
+log-probs recorded are not of that distribution: they are the model's own, log_softmax of the
+raw logits (temperature 1, unfiltered), comparable to the training forward pass.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +40,9 @@ class SampleOutput:
     """Responses of R = B * num_samples rows; row b * num_samples + j is sample j of prompt b."""
 
     tokens: jax.Array  # [R, M] int32, pad_id after the end
-    logprobs: jax.Array  # [R, M] fp32 log p(token) under the model (temperature 1), 0 after end
+    # [R, M] fp32 log p(token) under the model: log_softmax of the raw logits (temperature 1,
+    # no top-k / top-p), not of the distribution the token was drawn from; 0 after the end.
+    logprobs: jax.Array
     lengths: jax.Array  # [R] int32, response tokens including the EOS token
     finished: jax.Array  # [R] bool, True where an EOS id ended the response
     decode_steps: jax.Array  # scalar int32: model steps run after the prefill (<= M - 1)
@@ -46,6 +54,20 @@ class SampleOutput:
         return ~self.finished
 
 
+@flax.struct.dataclass
+class _DecodeState:
+    """The decode loop's carry; R rows, S = P + M cache slots."""
+
+    step: jax.Array  # scalar int32 i: the response index of the token chosen next
+    cache: dict[str, jax.Array]  # {"k", "v"}: [L, R, S, K, H]
+    key_valid: jax.Array  # [R, S] int32, 1 on slots that hold a real token
+    last: jax.Array  # [R] int32, the token chosen at step i - 1 (fed to the model at step i)
+    tokens: jax.Array  # [R, M] int32
+    logprobs: jax.Array  # [R, M] fp32
+    lengths: jax.Array  # [R] int32
+    done: jax.Array  # [R] bool
+
+
 def bucket(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
     """Smallest bucket >= n (multiples of the largest bucket beyond it)."""
     for b in buckets:
@@ -55,24 +77,49 @@ def bucket(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
     return -(-n // top) * top
 
 
-def _filter_logits(logits, *, top_k: int, use_top_p: bool, top_p):
-    """Candidate logits [R, C] and their vocab ids [R, C] after top-k and top-p filtering."""
+def _candidates(logits, temperature, *, top_k: int, use_top_p: bool, top_p):
+    """The distribution one sampled step draws from: probabilities [R, C] over candidates and
+    their vocab ids [R, C] (None when C = V and the candidates are the vocabulary in order).
+
+    As transformers' `generate` and vLLM do: the logits are divided by the temperature first,
+    then top-k keeps the k largest, then top-p keeps the most likely candidates whose mass
+    strictly above each is < top_p (the top one always survives), measured on the tempered
+    distribution (renormalized over the top k when both are on); the survivors are renormalized.
+    """
+    scaled = logits / jnp.maximum(temperature, 1e-6)  # [R, V]
     if top_k:
-        vals, ids = jax.lax.top_k(logits, top_k)  # sorted, descending
+        vals, ids = jax.lax.top_k(scaled, top_k)  # sorted, descending
     elif use_top_p:
-        ids = jnp.argsort(-logits, axis=-1)
-        vals = jnp.take_along_axis(logits, ids, axis=-1)
+        ids = jnp.argsort(-scaled, axis=-1)
+        vals = jnp.take_along_axis(scaled, ids, axis=-1)
     else:
-        return logits, None
+        return jax.nn.softmax(scaled, axis=-1), None
     if use_top_p:
         probs = jax.nn.softmax(vals, axis=-1)
         before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each candidate
         vals = jnp.where(before < top_p, vals, -jnp.inf)  # the top candidate always survives
-    return vals, ids
+    return jax.nn.softmax(vals, axis=-1), ids
+
+
+def sampling_probs(
+    logits: jax.Array, *, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> jax.Array:
+    """Probabilities [R, V] that a sampled step (temperature > 0) draws each token with.
+
+    Args:
+      logits: [R, V] the model's logits; temperature, top_k (0 = off), top_p (1 = off) as in
+        `generate`. Tokens outside the top-k / top-p set get probability 0.
+    """
+    probs, ids = _candidates(
+        logits, jnp.float32(temperature), top_k=top_k, use_top_p=top_p < 1.0, top_p=top_p
+    )
+    if ids is None:
+        return probs
+    return jnp.zeros(logits.shape, probs.dtype).at[jnp.arange(len(ids))[:, None], ids].set(probs)
 
 
 def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
-    """Greedy where temperature == 0, else a draw from the filtered, tempered distribution.
+    """Greedy where temperature == 0, else a draw from `_candidates` (tempered, then filtered).
 
     The draw inverts the CDF with one uniform number per row: exact, and on CPU far cheaper
     than `jax.random.categorical`'s Gumbel noise over the whole vocabulary (35 ms per step for
@@ -80,11 +127,10 @@ def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
     """
 
     def draw(_):
-        vals, ids = _filter_logits(logits, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
-        probs = jax.nn.softmax(vals / jnp.maximum(temperature, 1e-6), axis=-1)
+        probs, ids = _candidates(logits, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
         cdf = jnp.cumsum(probs, axis=-1)  # [R, C]
         u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
-        idx = jnp.minimum(jnp.sum(cdf < u, axis=-1), vals.shape[-1] - 1)  # first cdf >= u
+        idx = jnp.minimum(jnp.sum(cdf < u, axis=-1), probs.shape[-1] - 1)  # first cdf >= u
         if ids is not None:
             idx = jnp.take_along_axis(ids, idx[:, None], axis=-1)[:, 0]
         return idx.astype(jnp.int32)
@@ -154,28 +200,37 @@ def _generate_body(
     tokens, logps = tokens.at[:, 0].set(tok), logps.at[:, 0].set(logp)
     lengths = jnp.ones((r,), jnp.int32)
 
-    def cond(state):
-        i, *_, done = state
-        return (i < m) & ~jnp.all(done)
+    def cond(state: _DecodeState):
+        return (state.step < m) & ~jnp.all(state.done)
 
-    def body(state):
-        i, cache, key_valid, tok, tokens, logps, lengths, done = state
+    def body(state: _DecodeState) -> _DecodeState:
+        i, done = state.step, state.done
         slot = p + i - 1  # cache slot of the token fed now (token i - 1)
-        key_valid = key_valid.at[:, slot].set(1)
+        key_valid = state.key_valid.at[:, slot].set(1)
         hidden, cache = api.apply(
-            cfg, params, tok[:, None], (next_pos + i - 1)[:, None],
-            attention_mask(key_valid, slot, 1), cache=cache, cache_index=slot, head=False,
+            cfg, params, state.last[:, None], (next_pos + i - 1)[:, None],
+            attention_mask(key_valid, slot, 1), cache=state.cache, cache_index=slot, head=False,
         )  # fmt: skip
         logits = jnp.einsum("bd,dv->bv", hidden[:, 0], w, preferred_element_type=jnp.float32)
-        lengths = lengths + (~done).astype(jnp.int32)
+        lengths = state.lengths + (~done).astype(jnp.int32)
         tok, logp, done = choose(logits, i, done)
-        tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, i))
-        logps = jax.lax.dynamic_update_slice(logps, logp[:, None], (0, i))
-        return i + 1, cache, key_valid, tok, tokens, logps, lengths, done
+        return _DecodeState(
+            step=i + 1,
+            cache=cache,
+            key_valid=key_valid,
+            last=tok,
+            tokens=jax.lax.dynamic_update_slice(state.tokens, tok[:, None], (0, i)),
+            logprobs=jax.lax.dynamic_update_slice(state.logprobs, logp[:, None], (0, i)),
+            lengths=lengths,
+            done=done,
+        )
 
-    state = (jnp.int32(1), cache, key_valid, tok, tokens, logps, lengths, done)
-    i, _, _, _, tokens, logps, lengths, done = jax.lax.while_loop(cond, body, state)
-    return tokens, logps, lengths, done, i - 1
+    state = _DecodeState(
+        step=jnp.int32(1), cache=cache, key_valid=key_valid, last=tok, tokens=tokens,
+        logprobs=logps, lengths=lengths, done=done,
+    )  # fmt: skip
+    state = jax.lax.while_loop(cond, body, state)
+    return state.tokens, state.logprobs, state.lengths, state.done, state.step - 1
 
 
 def _prepare(input_ids, attention_mask_, pad_id, buckets, mesh):
@@ -226,14 +281,17 @@ def generate(
       input_ids, attention_mask_: [B, T] prompts, left-padded (numpy or jax); T is padded on
         the left up to its bucket so that a run compiles a few programs, not one per batch.
       max_new_tokens: M; the decode loop runs at most M - 1 model steps after the prefill.
-      temperature: 0 = greedy; top_p: nucleus mass (1 = off); top_k: 0 = off.
+      temperature: 0 = greedy; top_p: nucleus mass (1 = off); top_k: 0 = off. Top-k, then
+        top-p, cut the tempered distribution softmax(logits / temperature) (`sampling_probs`).
       eos_ids: any of these ends a row (a traced argument: changing it does not recompile).
       pad_id: written after each row's end.
       rng: PRNG key; the same key gives the same samples.
       cache_dtype: "float32" or "bfloat16" KV cache.
       mesh, rules: shard rows over the data axes and heads per the rules preset.
     Returns:
-      SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished.
+      SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished. The
+      log-probs are the model's (temperature 1, unfiltered), whatever temperature / top-k /
+      top-p the tokens were drawn with.
     """
     if not len(eos_ids):
         raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")

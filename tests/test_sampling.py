@@ -187,15 +187,50 @@ def test_prefill_never_builds_full_logits_and_cache_follows_bucket(model):
     assert cache in hlo
 
 
-def test_bf16_cache_is_close_to_fp32(model):
+BF16_U = 2.0**-8  # bf16 unit roundoff (8 significant bits, round to nearest)
+
+
+def _sharpened(cfg, params, factor):
+    """q_proj scaled: the random fixture's attention scores are ~0.2, nearly uniform attention,
+    under which errors in the cached K barely move the output."""
+    out = dict(params)
+    for i in range(cfg.num_layers):
+        attn = dict(params[f"layers_{i}"]["self_attn"])
+        attn["q_proj"] = jax.tree_util.tree_map(lambda x: x * factor, attn["q_proj"])
+        out[f"layers_{i}"] = {**params[f"layers_{i}"], "self_attn": attn}
+    return out
+
+
+def test_bf16_cache_follows_the_full_forward_over_40_decode_steps(model):
+    """40 greedy steps with a bf16 KV cache, each checked against an fp32 full forward pass over
+    prompt + the tokens it chose (teacher forcing, so one near-tie cannot derail the rest).
+
+    Tolerance: the bf16 cache differs from the fp32 forward only by rounding K and V once
+    (relative error <= u = 2^-8); attention averages V and scores are q.k, so each layer's
+    output moves by O(u) of its scale and the logits by O(u * max|logits|). We allow
+    2u * max|logits| (~0.012 here); measured: 0.0026 (1e-6 with the fp32 cache), and 0.032
+    with K stored as float8_e4m3 (u = 2^-4) instead.
+    """
     cfg, params = model
+    params = _sharpened(cfg, params, 8.0)
     ids, mask, _ = left_padded_batch(cfg.vocab_size, LENGTHS, seed=6)
-    kw = dict(max_new_tokens=6, temperature=0.0, eos_ids=[-1])
-    a = sampling.generate(cfg, params, ids, mask, **kw)
-    b = sampling.generate(cfg, params, ids, mask, cache_dtype="bfloat16", **kw)
-    np.testing.assert_allclose(
-        np.asarray(a.logprobs)[:, 0], np.asarray(b.logprobs)[:, 0], atol=2e-2
-    )
+    m = 40
+    out = sampling.generate(
+        cfg, params, ids, mask, max_new_tokens=m, temperature=0.0, eos_ids=[-1],
+        cache_dtype="bfloat16",
+    )  # fmt: skip
+    toks = np.asarray(out.tokens)
+    assert int(out.decode_steps) == m - 1 and len(np.unique(toks)) > 10  # no trivial repeat
+    full_ids = np.concatenate([ids, toks], 1)
+    full_mask = np.concatenate([mask, np.ones_like(toks)], 1)
+    logits = np.asarray(models.forward(cfg, params, full_ids, full_mask))[:, ids.shape[1] - 1 : -1]
+    tol = 2 * BF16_U * np.abs(logits).max()
+    chosen = np.take_along_axis(logits, toks[..., None], -1)[..., 0]  # [R, M]
+    assert np.all(logits.max(-1) - chosen <= tol)  # each step greedy up to the tolerance
+    ref_logp = np.asarray(jax.nn.log_softmax(logits, -1))
+    ref_logp = np.take_along_axis(ref_logp, toks[..., None], -1)[..., 0]
+    err = np.abs(np.asarray(out.logprobs) - ref_logp).max(axis=0)  # per step [M]
+    assert np.all(err <= tol), (np.flatnonzero(err > tol), tol)
 
 
 @pytest.mark.parametrize("preset,mesh", [("fsdp", {"fsdp": 4}), ("tp", {"data": 2, "tp": 2})])

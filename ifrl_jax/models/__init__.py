@@ -1,5 +1,10 @@
-"""Qwen2 models: config presets, the Flax module, functional API, HF checkpoint I/O."""
+"""Decoder models: config presets, the Flax modules, functional API, HF checkpoint I/O.
 
+Model families register themselves in `registry` when their module is imported: import each
+family module here (today only `qwen2`).
+"""
+
+from ifrl_jax.models import qwen2  # noqa: F401  (a family: importing it registers it)
 from ifrl_jax.models.api import (
     abstract_params,
     apply,
@@ -17,9 +22,11 @@ from ifrl_jax.models.api import (
 from ifrl_jax.models.config import PRESETS, ModelConfig, get_preset
 from ifrl_jax.models.hf import config_from_hf, config_to_hf, load_hf, save_hf
 from ifrl_jax.models.qwen2 import attention_mask, dot_product_attention
+from ifrl_jax.models.registry import Family
 
 __all__ = [
     "PRESETS",
+    "Family",
     "ModelConfig",
     "abstract_params",
     "apply",

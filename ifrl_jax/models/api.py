@@ -14,8 +14,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ifrl_jax import sharding
+from ifrl_jax.models import kernels, registry
 from ifrl_jax.models.config import ModelConfig
-from ifrl_jax.models.qwen2 import Qwen2, attention_mask
+from ifrl_jax.models.qwen2 import attention_mask
 
 Params = dict
 
@@ -25,10 +26,15 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def module(cfg: ModelConfig) -> nn.Module:
+    """The Linen module of cfg.family (`models/registry.py`), e.g. `qwen2.Qwen2(cfg)`."""
+    return registry.get(cfg.family).module(cfg)
+
+
 def _init_boxed(cfg: ModelConfig, rng: jax.Array):
     ids = jnp.zeros((1, 1), jnp.int32)
     mask = jnp.ones((1, 1, 1), bool)
-    return Qwen2(cfg).init(rng, ids, jnp.zeros((1, 1), jnp.int32), mask)["params"]
+    return module(cfg).init(rng, ids, jnp.zeros((1, 1), jnp.int32), mask)["params"]
 
 
 def abstract_params(cfg: ModelConfig):
@@ -73,7 +79,7 @@ def apply(
     head: bool = True,
 ):
     """The raw module call: returns (logits or final hidden states, updated cache)."""
-    return Qwen2(cfg).apply(
+    return module(cfg).apply(
         {"params": params}, input_ids, positions, mask, cache, cache_index, head=head
     )
 
@@ -129,89 +135,6 @@ def lm_head_weight(cfg: ModelConfig, params: Params) -> jax.Array:
     return params["lm_head"]["kernel"]
 
 
-def _head_spec(tied: bool) -> tuple[str, str]:
-    """Einsum specs (h x w -> logits, dz x w -> dh) for w as [V, D] (tied) or [D, V]."""
-    return ("btd,vd->btv", "btv,vd->btd") if tied else ("btd,dv->btv", "btv,dv->btd")
-
-
-def _head_chunk(h, w, y, tied, with_entropy):
-    """One chunk's logits z [B, c, V], softmax p [B, c, V], logsumexp, log p(y) and entropy (0
-    unless with_entropy), fp32."""
-    z = jnp.einsum(_head_spec(tied)[0], h, w, preferred_element_type=jnp.float32)  # [B, c, V]
-    m = jax.lax.stop_gradient(jnp.max(z, axis=-1))  # lse does not depend on the shift
-    e = jnp.exp(z - m[..., None])
-    s = jnp.sum(e, axis=-1)
-    lse = m + jnp.log(s)
-    logp = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0] - lse
-    ent = lse - jnp.sum(e * z, axis=-1) / s if with_entropy else jnp.zeros_like(logp)
-    return z, e / s[..., None], lse, logp, ent
-
-
-def _head_chunk_grads(h, w, y, z, p, lse, ent, g_logp, g_ent, tied, with_entropy):
-    """One chunk's (dh, dw) from its logits and softmax: d logp / dz = onehot(y) - p and
-    d ent / dz = -p (log p + ent); dh = dz w^T and dw = h^T dz in the head's own layout."""
-    onehot = jax.lax.broadcasted_iota(jnp.int32, p.shape, 2) == y[..., None]
-    dz = g_logp[..., None] * (onehot - p)
-    if with_entropy:
-        dz = dz - g_ent[..., None] * p * (z - lse[..., None] + ent[..., None])
-    dz = dz.astype(w.dtype)
-    dh = jnp.einsum(_head_spec(tied)[1], dz, w, preferred_element_type=jnp.float32)
-    # h^T dz is written [D, V] and, for a tied [V, D] head, transposed: XLA folds that transpose
-    # into one dot with dz's token axis as the contracted one. Written "btd,btv->vd", XLA:CPU
-    # first copied dz to [V, B*c] (218 ms per 0.6 GB) and ran the dot slower (forward.py).
-    dw = jnp.einsum("btd,btv->dv", h, dz, preferred_element_type=jnp.float32)
-    return dh.astype(h.dtype), dw.T if tied else dw
-
-
-def _split(a, n):  # [B, n*c, ...] -> [n, B, c, ...]
-    return a.reshape(a.shape[0], n, a.shape[1] // n, *a.shape[2:]).swapaxes(0, 1)
-
-
-def _merge(a):  # [n, B, c, ...] -> [B, n*c, ...]
-    return a.swapaxes(0, 1).reshape(a.shape[1], -1, *a.shape[3:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _chunked_head_logprobs(h, w, y, n, tied, with_entropy):
-    """(log p(y) [B, T], entropy [B, T]) of softmax(h @ head), T in n chunks; see token_logprobs."""
-    return _chunked_head_fwd(h, w, y, n, tied, with_entropy)[0]
-
-
-def _chunked_head_fwd(h, w, y, n, tied, with_entropy):
-    if n == 1:  # one chunk: logits and softmax are kept for the backward (no second head matmul)
-        z, p, lse, logp, ent = _head_chunk(h, w, y, tied, with_entropy)
-        return (logp, ent), (h, w, y, lse, ent, (z if with_entropy else None, p))
-
-    def body(_, hy):
-        return None, _head_chunk(hy[0], w, hy[1], tied, with_entropy)[2:]
-
-    _, (lse, logp, ent) = jax.lax.scan(body, None, (_split(h, n), _split(y, n)))
-    logp, ent, lse = _merge(logp), _merge(ent), _merge(lse)
-    return (logp, ent), (h, w, y, lse, ent, None)
-
-
-def _chunked_head_bwd(n, tied, with_entropy, res, g):
-    """Per chunk (logits recomputed when n > 1): `_head_chunk_grads`, dw summed over chunks."""
-    h, w, y, lse, ent, kept = res
-    if kept is not None:
-        dh, dw = _head_chunk_grads(h, w, y, *kept, lse, ent, *g, tied, with_entropy)
-        return dh, dw.astype(w.dtype), None
-
-    def body(dw, xs):
-        hc, yc, lc, ec, glc, gec = xs
-        zc = jnp.einsum(_head_spec(tied)[0], hc, w, preferred_element_type=jnp.float32)
-        pc = jnp.exp(zc - lc[..., None])
-        dh, dwc = _head_chunk_grads(hc, w, yc, zc, pc, lc, ec, glc, gec, tied, with_entropy)
-        return dw + dwc, dh
-
-    xs = tuple(_split(a, n) for a in (h, y, lse, ent, *g))
-    dw, dh = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
-    return _merge(dh), dw.astype(w.dtype), None
-
-
-_chunked_head_logprobs.defvjp(_chunked_head_fwd, _chunked_head_bwd)
-
-
 # Default budget for one chunk's [B, c, V] fp32 logits. A few buffers of this size (logits,
 # softmax, dz) live at once; 1 GiB keeps a 0.5B-vocab batch of 4 x 256 in one chunk (one
 # chunk is ~20% faster on CPU: no recomputed head matmul) and is small beside GPU/TPU memory.
@@ -241,9 +164,9 @@ def token_logprobs(
 
     Only a [B, chunk, V] slice of logits exists at a time; with more than one chunk each is
     recomputed in the backward pass, so the full [B, T, V] never is (one chunk keeps its logits
-    for the backward pass instead). That gradient is written out by hand (`_chunked_head_bwd`):
-    per chunk dz = g * (onehot - softmax), then dh and the head's gradient in the head's own
-    layout.
+    for the backward pass instead). That gradient is written out by hand
+    (`kernels.chunked_head_logprobs`): per chunk dz = g * (onehot - softmax), then dh and the
+    head's gradient in the head's own layout.
 
     Args:
       hidden: [B, T, D] final hidden states; targets: [B, T] token ids.
@@ -261,7 +184,7 @@ def token_logprobs(
     pad = n * -(-t // n) - t
     h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     y = jnp.pad(targets, ((0, 0), (0, pad)))
-    logp, ent = _chunked_head_logprobs(h, w, y, n, tied, with_entropy)
+    logp, ent = kernels.chunked_head_logprobs(h, w, y, n, tied, with_entropy)
     logp, ent = logp[:, :t], ent[:, :t]
     return (logp, ent) if with_entropy else logp
 

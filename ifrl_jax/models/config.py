@@ -13,9 +13,11 @@ ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Qwen2-architecture hyperparameters plus how to run them (dtypes, remat, scan).
+    """Decoder hyperparameters plus how to run them (dtypes, remat, scan).
 
-    Hashable, so it is passed to jitted functions as a static argument.
+    Hashable, so it is passed to jitted functions as a static argument. `family` names the
+    architecture in `models/registry.py` (its Linen module and HF tensor table); an unknown
+    family is a ValueError where the model is first built or exported.
     """
 
     vocab_size: int
@@ -37,6 +39,7 @@ class ModelConfig:
     remat: str = "none"  # "none" | "full" | "dots"
     scan_layers: bool = False
     attention_impl: str = "auto"  # "auto" | "xla" | "cudnn"
+    family: str = "qwen2"  # registry key and HF model_type
 
     def __post_init__(self):
         for name in ("param_dtype", "dtype"):

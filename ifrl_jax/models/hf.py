@@ -1,7 +1,9 @@
-"""Hugging Face Qwen2 checkpoints in and out: config.json (4.x and 5.x styles) and safetensors.
+"""Hugging Face checkpoints in and out: config.json (4.x and 5.x styles) and safetensors.
 
-Import reads one tensor at a time from memory-mapped files and places it directly in its target
-sharding (`jax.make_array_from_callback`), so peak host memory is about the largest tensor.
+The model family (Qwen2 today) comes from config.json's `model_type` / `architectures` through
+`models/registry.py`, which also holds each family's tensor name/layout table. Import reads one
+tensor at a time from memory-mapped files and places it directly in its target sharding
+(`jax.make_array_from_callback`), so peak host memory is about the largest tensor.
 Layouts: HF Linear weights are [out, in]; ours are kernels [in, out] with heads split out
 (q_proj [D, N, H], o_proj [N, H, D]).
 """
@@ -19,12 +21,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from ifrl_jax.models import api
+from ifrl_jax.models import api, registry
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.models.safetensors_io import SafetensorsFile, write
 
 _NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
-_CLASSIFIER = "Qwen2ForSequenceClassification"
 # Buffers some exporters include; not parameters.
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
@@ -33,11 +34,13 @@ _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
 
 def config_from_hf(d: dict, *, where: str = "config.json", **overrides) -> ModelConfig:
-    """ModelConfig from a HF config dict (rope_theta at top level, or 5.x `rope_parameters`)."""
-    if d.get("model_type") not in ("qwen2", None):
-        raise ValueError(f"{where}: model_type={d.get('model_type')!r}; only 'qwen2' is supported")
-    if d.get("use_sliding_window"):
-        raise ValueError(f"{where}: use_sliding_window=true is not supported (Qwen2.5 has false)")
+    """ModelConfig from a HF config dict (rope_theta at top level, or 5.x `rope_parameters`).
+
+    The family comes from `model_type` (else `architectures`) through the registry; a model_type
+    no family registers is a ValueError naming it and the known ones.
+    """
+    family = registry.family_for_hf(d, where=where)
+    family.check_hf_config(d, where)
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
@@ -60,10 +63,11 @@ def config_from_hf(d: dict, *, where: str = "config.json", **overrides) -> Model
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
             pad_token_id=d.get("pad_token_id"),
+            family=family.name,
         )
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r}") from None
-    if _CLASSIFIER in (d.get("architectures") or []):
+    if family.classifier in (d.get("architectures") or []):
         kw["num_labels"] = len(d.get("id2label") or {}) or int(d.get("num_labels", 2))
     kw.update(overrides)
     return ModelConfig(**kw)
@@ -71,9 +75,10 @@ def config_from_hf(d: dict, *, where: str = "config.json", **overrides) -> Model
 
 def config_to_hf(cfg: ModelConfig, *, dtype: str) -> dict:
     """HF config dict (4.x layout with top-level rope_theta, which 5.x reads as well)."""
+    family = registry.get(cfg.family)
     d = {
-        "architectures": [_CLASSIFIER if cfg.num_labels else "Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [family.classifier if cfg.num_labels else family.causal_lm],
+        "model_type": family.name,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -86,7 +91,7 @@ def config_to_hf(cfg: ModelConfig, *, dtype: str) -> dict:
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": cfg.tie_word_embeddings,
-        "use_sliding_window": False,
+        **family.hf_config_extra,
         "attention_dropout": 0.0,
         "torch_dtype": dtype,
     }
@@ -99,48 +104,7 @@ def config_to_hf(cfg: ModelConfig, *, dtype: str) -> dict:
     return d
 
 
-# --- the name/layout table ----------------------------------------------------------------------
-
-
-# flax path -> (HF name, to_flax(hf_array, cfg), to_hf(flax_array, cfg)); per layer or top level.
-def _heads_kernel(n: str):  # HF [n*H, D] <-> ours [D, n, H]
-    return (
-        lambda a, c: a.T.reshape(c.hidden_size, getattr(c, n), c.head_dim),
-        lambda a, c: a.reshape(c.hidden_size, -1).T,
-    )
-
-
-def _heads_bias(n: str):  # HF [n*H] <-> ours [n, H]
-    return (lambda a, c: a.reshape(getattr(c, n), c.head_dim), lambda a, c: a.reshape(-1))
-
-
-_O_PROJ = (  # HF [D, N*H] <-> ours [N, H, D]
-    lambda a, c: a.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
-    lambda a, c: a.reshape(-1, c.hidden_size).T,
-)
-_TRANS = (lambda a, c: a.T, lambda a, c: a.T)
-_IDENT = (lambda a, c: a, lambda a, c: a)
-
-_LAYER = {
-    ("self_attn", "q_proj", "kernel"): ("self_attn.q_proj.weight", *_heads_kernel("num_heads")),
-    ("self_attn", "k_proj", "kernel"): ("self_attn.k_proj.weight", *_heads_kernel("num_kv_heads")),
-    ("self_attn", "v_proj", "kernel"): ("self_attn.v_proj.weight", *_heads_kernel("num_kv_heads")),
-    ("self_attn", "q_proj", "bias"): ("self_attn.q_proj.bias", *_heads_bias("num_heads")),
-    ("self_attn", "k_proj", "bias"): ("self_attn.k_proj.bias", *_heads_bias("num_kv_heads")),
-    ("self_attn", "v_proj", "bias"): ("self_attn.v_proj.bias", *_heads_bias("num_kv_heads")),
-    ("self_attn", "o_proj", "kernel"): ("self_attn.o_proj.weight", *_O_PROJ),
-    ("mlp", "gate_proj", "kernel"): ("mlp.gate_proj.weight", *_TRANS),
-    ("mlp", "up_proj", "kernel"): ("mlp.up_proj.weight", *_TRANS),
-    ("mlp", "down_proj", "kernel"): ("mlp.down_proj.weight", *_TRANS),
-    ("input_layernorm", "scale"): ("input_layernorm.weight", *_IDENT),
-    ("post_attention_layernorm", "scale"): ("post_attention_layernorm.weight", *_IDENT),
-}
-_TOP = {
-    ("embed_tokens", "embedding"): ("model.embed_tokens.weight", *_IDENT),
-    ("norm", "scale"): ("model.norm.weight", *_IDENT),
-    ("lm_head", "kernel"): ("lm_head.weight", *_TRANS),
-    ("score", "kernel"): ("score.weight", *_TRANS),
-}
+# --- the plan: flax paths -> HF names through the family's table --------------------------------
 
 
 def _flat(tree, prefix=()):
@@ -159,18 +123,19 @@ def _set(tree, path, value):
 
 def _plan(cfg: ModelConfig, abstract) -> dict:
     """flax path -> (list of HF names (one per layer when scanned), to_flax, to_hf, scanned)."""
+    family = registry.get(cfg.family)
     plan = {}
     for path, _ in _flat(abstract):
-        if path in _TOP:
-            name, to_flax, to_hf = _TOP[path]
+        if path in family.top_table:
+            name, to_flax, to_hf = family.top_table[path]
             plan[path] = ([name], to_flax, to_hf, False)
         elif path[0] == "layers":  # scanned: [L, ...]
-            suffix, to_flax, to_hf = _LAYER[path[1:]]
+            suffix, to_flax, to_hf = family.layer_table[path[1:]]
             names = [f"model.layers.{i}.{suffix}" for i in range(cfg.num_layers)]
             plan[path] = (names, to_flax, to_hf, True)
         else:
             i = int(path[0].split("_")[1])
-            suffix, to_flax, to_hf = _LAYER[path[1:]]
+            suffix, to_flax, to_hf = family.layer_table[path[1:]]
             plan[path] = ([f"model.layers.{i}.{suffix}"], to_flax, to_hf, False)
     return plan
 
@@ -212,7 +177,7 @@ def load_hf(
     rules=None,
     **overrides,
 ) -> tuple[ModelConfig, dict]:
-    """Loads a local HF Qwen2 directory (causal LM or sequence classifier).
+    """Loads a local HF directory of a registered family (causal LM or sequence classifier).
 
     Args:
       path: directory with config.json and safetensors weights (single or sharded).

@@ -5,7 +5,8 @@ K kv heads, G = N // K query heads per kv head, H head dim, D model dim, F mlp d
 L layers, C labels.
 
 Module and param names follow Hugging Face (`embed_tokens`, `layers_N`, `self_attn`, `q_proj`,
-...), so checkpoint import/export is a table of renames and reshapes (`models/hf.py`). Every param
+...), so checkpoint import/export is a table of renames and reshapes (`_LAYER`, `_TOP` at the
+end, registered with the module as the "qwen2" family in `models/registry.py`). Every param
 carries logical axis names; activations are pinned with `sharding.constrain`.
 
 The KV cache is an explicit pytree `{"k": [L, B, S, K, H], "v": [L, B, S, K, H]}` passed in and
@@ -15,14 +16,23 @@ left-padded so that they end together).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ifrl_jax.models import kernels
 from ifrl_jax.models.config import ModelConfig
+from ifrl_jax.models.registry import (
+    IDENTITY,
+    O_PROJ,
+    TRANSPOSE,
+    Family,
+    heads_bias,
+    heads_kernel,
+    register,
+)
 from ifrl_jax.sharding import constrain
 
 _NEG = -1e30  # finite, so that fully masked (padding) rows give a uniform softmax, never NaN
@@ -35,44 +45,6 @@ _NORMAL = nn.initializers.normal(0.02)
 
 def _init(axes: Sequence[str | None], init=_NORMAL):
     return nn.with_logical_partitioning(init, tuple(axes))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense_cpu(x: jax.Array, kernel: jax.Array, in_ndim: int) -> jax.Array:
-    """x [..., *in] @ kernel [*in, *out] with a weight gradient laid out for XLA:CPU.
-
-    Autodiff's weight gradient x^T g contracts the token axes of both operands, and XLA:CPU
-    copies the larger one, g ([tokens, 4864] for the MLP), to a transposed layout first. Here
-    x (the smaller one) is transposed explicitly and kept so by an optimization barrier, making
-    the gradient a plain [*in, tokens] x [tokens, *out] GEMM. Measured on 4 layers of the 0.5B
-    shape (1024 tokens): layers fwd+bwd 1.57 -> 1.33 s. Only on CPU: GPU/TPU GEMMs take
-    transposed operands natively, and remat policies there must see the forward dot.
-    """
-    return _dense(x, kernel, in_ndim)
-
-
-def _dense(x, kernel, in_ndim):
-    contract = (tuple(range(x.ndim - in_ndim, x.ndim)), tuple(range(in_ndim)))
-    return jax.lax.dot_general(x, kernel, (contract, ((), ())))
-
-
-def _dense_cpu_fwd(x, kernel, in_ndim):
-    return _dense(x, kernel, in_ndim), (x, kernel)
-
-
-def _dense_cpu_bwd(in_ndim, res, g):
-    x, kernel = res
-    lead = x.ndim - in_ndim  # the token axes
-    dx = jax.lax.dot_general(
-        g, kernel, ((tuple(range(lead, g.ndim)), tuple(range(in_ndim, kernel.ndim))), ((), ()))
-    )
-    xt = jnp.transpose(x, tuple(range(lead, x.ndim)) + tuple(range(lead)))  # [*in, *tokens]
-    xt = jax.lax.optimization_barrier(xt)  # else XLA folds the transpose back into the dot
-    dk = jax.lax.dot_general(xt, g, ((tuple(range(in_ndim, x.ndim)), tuple(range(lead))), ((), ())))
-    return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-_dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
 
 
 class Linear(nn.Module):
@@ -91,7 +63,8 @@ class Linear(nn.Module):
         kernel = self.param(
             "kernel", _init(self.axes), in_shape + self.features, cfg.jnp_param_dtype
         )
-        dense = _dense_cpu if jax.default_backend() == "cpu" else _dense
+        # On CPU the weight gradient goes through a custom VJP laid out for XLA:CPU (kernels.py).
+        dense = kernels.dense_cpu if jax.default_backend() == "cpu" else kernels.dense
         y = dense(x, kernel.astype(cfg.jnp_dtype), self.in_ndim)
         if self.use_bias:
             bias_axes = self.axes[self.in_ndim :]
@@ -318,3 +291,48 @@ class _Embed(nn.Module):
             (cfg.vocab_size, cfg.hidden_size),
             cfg.jnp_param_dtype,
         )
+
+
+# --- the family: HF architecture names and tensor table (models/registry.py) -------------------
+
+
+def _check_hf_config(d: dict, where: str) -> None:
+    if d.get("use_sliding_window"):
+        raise ValueError(f"{where}: use_sliding_window=true is not supported (Qwen2.5 has false)")
+
+
+# flax path inside a layer -> (HF name after `model.layers.{i}.`, to_flax, to_hf).
+_LAYER = {
+    ("self_attn", "q_proj", "kernel"): ("self_attn.q_proj.weight", *heads_kernel("num_heads")),
+    ("self_attn", "k_proj", "kernel"): ("self_attn.k_proj.weight", *heads_kernel("num_kv_heads")),
+    ("self_attn", "v_proj", "kernel"): ("self_attn.v_proj.weight", *heads_kernel("num_kv_heads")),
+    ("self_attn", "q_proj", "bias"): ("self_attn.q_proj.bias", *heads_bias("num_heads")),
+    ("self_attn", "k_proj", "bias"): ("self_attn.k_proj.bias", *heads_bias("num_kv_heads")),
+    ("self_attn", "v_proj", "bias"): ("self_attn.v_proj.bias", *heads_bias("num_kv_heads")),
+    ("self_attn", "o_proj", "kernel"): ("self_attn.o_proj.weight", *O_PROJ),
+    ("mlp", "gate_proj", "kernel"): ("mlp.gate_proj.weight", *TRANSPOSE),
+    ("mlp", "up_proj", "kernel"): ("mlp.up_proj.weight", *TRANSPOSE),
+    ("mlp", "down_proj", "kernel"): ("mlp.down_proj.weight", *TRANSPOSE),
+    ("input_layernorm", "scale"): ("input_layernorm.weight", *IDENTITY),
+    ("post_attention_layernorm", "scale"): ("post_attention_layernorm.weight", *IDENTITY),
+}
+# top-level flax path -> (HF name, to_flax, to_hf).
+_TOP = {
+    ("embed_tokens", "embedding"): ("model.embed_tokens.weight", *IDENTITY),
+    ("norm", "scale"): ("model.norm.weight", *IDENTITY),
+    ("lm_head", "kernel"): ("lm_head.weight", *TRANSPOSE),
+    ("score", "kernel"): ("score.weight", *TRANSPOSE),
+}
+
+FAMILY = register(
+    Family(
+        name="qwen2",
+        module=Qwen2,
+        causal_lm="Qwen2ForCausalLM",
+        classifier="Qwen2ForSequenceClassification",
+        layer_table=_LAYER,
+        top_table=_TOP,
+        check_hf_config=_check_hf_config,
+        hf_config_extra={"use_sliding_window": False},
+    )
+)
