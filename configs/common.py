@@ -71,6 +71,7 @@ def base() -> ml_collections.ConfigDict:
     c.grpo.kl_estimator = "low_var_kl"
     c.grpo.agg = "token-mean"
     c.grpo.entropy_coef = 0.0
+    c.grpo.tis_cap = 0.0  # truncated importance sampling min(pi_old / pi_sampler, C); 0 = off
     c.grpo.learning_rate = 1e-6
     c.grpo.schedule = "constant"
     c.grpo.warmup_steps = 0

@@ -257,6 +257,8 @@ def policy_loss(
     entropy_coef: float = 0.0,
     norm_len: int | None = None,
     denominators: Mapping[str, Array] | None = None,
+    rollout_logp: Array | None = None,
+    tis_cap: float | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """GRPO/PPO clipped surrogate plus KL-to-reference loss, aggregated by `agg`.
 
@@ -284,6 +286,13 @@ def policy_loss(
       norm_len: constant normalizer of `seq-mean-token-sum-norm` (default T).
       denominators: full-batch `loss_denominators(...)` when this is one micro-batch; default:
         this batch's own.
+      rollout_logp: [B, T] the sampler's own log-probs of the tokens (the behaviour policy as
+        the rollout engine computed it). Adds the sampler/trainer mismatch metrics
+        (`mismatch_abs` = mean |old - rollout|, `mismatch_kl` = mean k3 estimate of
+        KL(sampler || trainer)) and enables truncated importance sampling.
+      tis_cap: C of truncated importance sampling (verl's `tis_imp_ratio_cap`): each token's
+        policy-gradient term is multiplied by stop_gradient(min(exp(old - rollout), C)),
+        correcting for the sampler/trainer mismatch; None or 0: off.
 
     Returns:
       (loss [], aux) with aux a dict of float32 scalars (`train_step.merge_aux` merges them):
@@ -300,6 +309,10 @@ def policy_loss(
         raise ValueError(f"unknown loss aggregation {agg!r}; choose from {sorted(AGGREGATIONS)}")
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1 (verl's clip_ratio_c), got {dual_clip}")
+    if tis_cap and rollout_logp is None:
+        raise ValueError("tis_cap needs rollout_logp (the sampler's log-probs)")
+    if tis_cap is not None and tis_cap < 0:
+        raise ValueError(f"tis_cap must be > 0 (0 or None: off), got {tis_cap}")
     if kl_coef != 0.0 and ref_logp is None:
         raise ValueError("kl_coef != 0 needs ref_logp; set kl_coef=0 to train without a reference")
 
@@ -336,8 +349,19 @@ def policy_loss(
         dual_active = (adv < 0) & (pg > pg3)
         pg = jnp.where(adv < 0, jnp.minimum(pg, pg3), pg)
 
+    aux: dict[str, Array] = {}
+    if rollout_logp is not None:
+        d = old_logp - rollout_logp.astype(f32)  # log pi_trainer(old) - log pi_sampler
+        aux["mismatch_abs"] = token_mean(jnp.abs(d))
+        d = jnp.clip(d, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        aux["mismatch_kl"] = token_mean(jnp.exp(d) - 1.0 - d)  # k3 of KL(sampler || trainer)
+        if tis_cap:
+            w = jax.lax.stop_gradient(jnp.minimum(jnp.exp(d), tis_cap))
+            aux["tis_weight_mean"] = token_mean(w)
+            aux["tis_capped_frac"] = token_mean((jnp.exp(d) > tis_cap).astype(f32))
+            pg = pg * w
     token_loss = pg
-    aux: dict[str, Array] = {"pg_loss": agg_loss(pg)}
+    aux["pg_loss"] = agg_loss(pg)
     if kl_coef != 0.0:
         kl = KL_ESTIMATORS[kl_estimator](logp, ref_logp.astype(f32))
         token_loss = token_loss + kl_coef * kl

@@ -14,6 +14,7 @@ Batch (a dict of [B, ...] arrays, rows ordered arbitrarily; B is split over (dat
     advantages [B] float32      `grpo.group_advantages` of the rows' rewards
     old_logp [B, T] float32     optional: absent means on-policy (ratio 1, one update per batch)
     ref_logp [B, T] float32     required iff kl_coef > 0
+    rollout_logp [B, T] float32 optional: the sampler's log-probs (mismatch metrics, TIS)
 Log-probs are aligned with `input_ids`: `logp[:, t] = log p(x_t | x_<t)` (0 at t = 0).
 """
 
@@ -46,6 +47,7 @@ class LossConfig:
     agg: str = "token-mean"
     norm_len: int | None = None  # seq-mean-token-sum-norm normalizer; None = T of the batch
     entropy_coef: float = 0.0
+    tis_cap: float | None = None  # truncated importance sampling cap C; None or 0: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,9 @@ class StepConfig:
     model: ModelConfig
     loss: LossConfig = LossConfig()
     compute_entropy: bool = True  # the entropy metric (chunked, no [B, T, V] materialized)
+    # The sampler's temperature: log-probs (old, reference, current) are those of
+    # softmax(logits / temperature), the distribution that was sampled (0 = greedy: 1).
+    temperature: float = 1.0
     micro_batches: int = 1  # gradient accumulation steps per optimizer update
     logprob_chunk_size: int | None = None  # positions per chunk; None: balanced, <=1 GiB
     # Log-probs (and the LM head) only for the last `response_len` positions of each row (the
@@ -83,6 +88,7 @@ def sequence_logprobs(
     return models.sequence_logprobs(
         cfg.model, params, batch["input_ids"], batch["attention_mask"], first=first,
         chunk_size=logprob_chunk_size(cfg, b, t - first), with_entropy=with_entropy,
+        temperature=cfg.temperature or 1.0,
     )  # fmt: skip
 
 
@@ -121,7 +127,7 @@ def loss(
     value, aux = grpo.policy_loss(
         logp, batch.get("old_logp"), batch.get("ref_logp") if kl_coef != 0.0 else None,
         batch["advantages"], mask, entropy=entropy, denominators=dens,
-        **dataclasses.asdict(cfg.loss),
+        rollout_logp=batch.get("rollout_logp"), **dataclasses.asdict(cfg.loss),
     )  # fmt: skip
     return value, {**aux, "num_tokens": jnp.sum(mask)}
 

@@ -96,16 +96,22 @@ def fill_batch(enc: data.EncodedPrompts, size: int):
 
 def train_rows(
     prompt_ids: np.ndarray, prompt_mask: np.ndarray, tokens: np.ndarray, lengths: np.ndarray,
-    n: int,
+    n: int, logprobs: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Prompt + response rows [R, P + M] for the train step (left-padded prompt, right-padded
-    response); response_mask marks the sampled tokens (the EOS included)."""
+    response); response_mask marks the sampled tokens (the EOS included); rollout_logp (with
+    `logprobs` [R, M], the sampler's) is aligned like the trainer's log-probs (0 on prompts)."""
     m = tokens.shape[1]
     resp = (np.arange(m)[None, :] < lengths[:, None]).astype(np.int32)
+    prompt_zeros = np.zeros_like(np.repeat(prompt_mask, n, 0))
     ids = np.concatenate([np.repeat(prompt_ids, n, 0), tokens], axis=1).astype(np.int32)
     mask = np.concatenate([np.repeat(prompt_mask, n, 0), resp], axis=1).astype(np.int32)
-    response_mask = np.concatenate([np.zeros_like(np.repeat(prompt_mask, n, 0)), resp], axis=1)
-    return {"input_ids": ids, "attention_mask": mask, "response_mask": response_mask}
+    response_mask = np.concatenate([prompt_zeros, resp], axis=1)
+    rows = {"input_ids": ids, "attention_mask": mask, "response_mask": response_mask}
+    if logprobs is not None:
+        rollout_logp = np.concatenate([prompt_zeros.astype(np.float32), logprobs * resp], axis=1)
+        rows["rollout_logp"] = rollout_logp.astype(np.float32)
+    return rows
 
 
 def sample(
@@ -136,8 +142,9 @@ def sample(
             rng=jax.random.fold_in(rng, lo) if lo else rng, cache_dtype=opts.cache_dtype,
             mesh=mesh, rules=rules, buckets=opts.buckets,
         )  # fmt: skip
-        outs.append(sharding.global_to_host((out.tokens, out.lengths, out.finished), mesh))
-    tokens, lengths, finished = (np.concatenate(x) for x in zip(*outs))
+        fetched = (out.tokens, out.lengths, out.finished, out.logprobs)
+        outs.append(sharding.global_to_host(fetched, mesh))
+    tokens, lengths, finished, logprobs = (np.concatenate(x) for x in zip(*outs))
     ids = np.pad(ids, ((0, 0), (out.prompt_len - ids.shape[1], 0)),
                  constant_values=tokenizer.pad_id)  # fmt: skip
     mask = np.pad(mask, ((0, 0), (out.prompt_len - mask.shape[1], 0)))
@@ -145,7 +152,7 @@ def sample(
     return Sampled(
         records=[rec for rec in recs for _ in range(opts.n)],
         texts=tokenizer.decode_batch(tokens, lengths),
-        rows=train_rows(ids, mask, tokens, lengths, opts.n),
+        rows=train_rows(ids, mask, tokens, lengths, opts.n, logprobs),
         lengths=lengths, finished=finished, prompt_weight=weight,
         num_truncated=enc.num_truncated, num_dropped=enc.num_dropped, seconds=t1 - t0,
     )  # fmt: skip

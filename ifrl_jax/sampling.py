@@ -10,8 +10,10 @@ has finished. EOS ids, temperature and top-p are traced arguments, not compile-t
 
 A sampled step draws from softmax(logits / temperature) cut to the top-k and then the top-p set
 of that tempered distribution, in transformers' and vLLM's order (`sampling_probs`). The
-log-probs recorded are not of that distribution: they are the model's own, log_softmax of the
-raw logits (temperature 1, unfiltered), comparable to the training forward pass.
+log-probs recorded are those of the tempered distribution before the top-k/top-p cut,
+log_softmax(logits / temperature) (temperature 1 when greedy): what the GRPO trainer computes
+(`grpo_step.StepConfig.temperature`), as verl, TRL and tunix do. Top-k/top-p only choose which
+tokens can be drawn; neither side renormalizes over the cut set.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class SampleOutput:
     """Responses of R = B * num_samples rows; row b * num_samples + j is sample j of prompt b."""
 
     tokens: jax.Array  # [R, M] int32, pad_id after the end
-    # [R, M] fp32 log p(token) under the model: log_softmax of the raw logits (temperature 1,
-    # no top-k / top-p), not of the distribution the token was drawn from; 0 after the end.
+    # [R, M] fp32 log p(token) under softmax(logits / temperature) (1 when greedy), before the
+    # top-k / top-p cut (the trainer's distribution); 0 after the end.
     logprobs: jax.Array
     lengths: jax.Array  # [R] int32, response tokens including the EOS token
     finished: jax.Array  # [R] bool, True where an EOS id ended the response
@@ -185,10 +187,15 @@ def _generate_body(
     next_pos = rep(jnp.sum(mask, axis=-1).astype(jnp.int32))  # [R] position of token 0
     r = b * n
 
+    # Recorded log-probs: the tempered, unfiltered distribution (temperature 1 when greedy), what
+    # the trainer computes (grpo_step.StepConfig.temperature); top-k/top-p only choose tokens.
+    t_logp = jnp.where(temperature > 0, temperature, 1.0)
+
     def choose(logits, i, done):
         key = jax.random.fold_in(rng, i)
         tok = _pick(logits, key, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tok[:, None], -1)[:, 0]
+        logp = jax.nn.log_softmax(logits / t_logp, -1)
+        logp = jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
         tok = jnp.where(done, pad_id, tok)
         logp = jnp.where(done, 0.0, logp)
         now_done = done | jnp.isin(tok, eos_ids)
@@ -290,8 +297,7 @@ def generate(
       mesh, rules: shard rows over the data axes and heads per the rules preset.
     Returns:
       SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished. The
-      log-probs are the model's (temperature 1, unfiltered), whatever temperature / top-k /
-      top-p the tokens were drawn with.
+      log-probs are of softmax(logits / temperature) (1 when greedy) before top-k / top-p.
     """
     if not len(eos_ids):
         raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")

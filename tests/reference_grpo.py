@@ -12,6 +12,8 @@ behaviour policy that sampled the tokens) and ref (the frozen reference):
     r      = exp(clamp(logp - old, -20, 20))
     pg     = max(-A r, -A clamp(r, 1 - clip_low, 1 + clip_high))
     pg     = min(pg, -A c)  where A < 0, when dual-clip c is configured
+    pg     = pg * min(exp(old - rollout), C)    truncated importance sampling with cap C (verl:
+             tis_imp_ratio on pg_losses; a constant: no gradient), rollout = the sampler's logp
     loss_t = pg + beta * KL(logp, ref)          (the KL penalty is added per token)
 
     KL: k1 = logp - ref;  k2 = (logp - ref)^2 / 2;
@@ -81,8 +83,8 @@ def aggregate(xp, token_values, mask, agg, *, norm_len):
 
 
 def grpo_objective(
-    xp, logp, old, ref, adv, mask, entropy=None, *, agg, kl_estimator, kl_coef, clip_low,
-    clip_high, dual_clip, norm_len,
+    xp, logp, old, ref, adv, mask, entropy=None, rollout=None, *, agg, kl_estimator, kl_coef,
+    clip_low, clip_high, dual_clip, norm_len, tis_cap=None,
 ):  # fmt: skip
     """The GRPO loss and the metrics a train step reports.
 
@@ -91,6 +93,7 @@ def grpo_objective(
       logp, old, ref: [B, T] log-probs of the sampled tokens under the trained, behaviour and
         reference policies; adv: [B] advantages; mask: [B, T] numpy 0/1 response mask.
       entropy: optional [B, T] per-token entropy of the trained policy (metrics only).
+      rollout: optional [B, T] the sampler's log-probs (mismatch metrics; TIS with tis_cap).
 
     Returns:
       (loss, metrics): metrics by the names `grpo.policy_loss` documents, each defined here.
@@ -105,6 +108,8 @@ def grpo_objective(
     if dual_clip is not None:
         dual_active = (a < 0) & (pg > -a * dual_clip)
         pg = xp.where(a < 0, xp.minimum(pg, -a * dual_clip), pg)
+    if tis_cap:  # numpy or jnp constants (old and rollout are inputs): no gradient through it
+        pg = pg * xp.minimum(xp.exp(old - rollout), tis_cap)
     kl = kl_penalty(xp, logp, ref, kl_estimator)
     agg_kw = dict(agg=agg, norm_len=norm_len)
     loss = aggregate(xp, pg + kl_coef * kl, mask, **agg_kw)
@@ -132,6 +137,16 @@ def grpo_objective(
         adv_min=xp.min(adv),
         num_tokens=n_tokens,
     )
+    if rollout is not None:
+        d = old - rollout  # log pi_trainer(behaviour) - log pi_sampler, per token
+        metrics.update(
+            mismatch_abs=token_mean(xp.abs(d)), mismatch_kl=token_mean(xp.exp(d) - 1 - d)
+        )
+        if tis_cap:
+            metrics.update(
+                tis_weight_mean=token_mean(xp.minimum(xp.exp(d), tis_cap)),
+                tis_capped_frac=frac(xp.exp(d) > tis_cap),
+            )
     if entropy is not None:
         metrics.update(
             entropy_loss=aggregate(xp, entropy, mask, **agg_kw), entropy_mean=token_mean(entropy)

@@ -127,13 +127,18 @@ def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, m
         return real(cfg, params, ids, mask, **kw)
 
     monkeypatch.setattr(sampling, "generate", spy)
+    # Sampled at temperature 0.7 with top-p: the trainer's old log-probs (the same params) are
+    # those of the distribution the sampler recorded, so the logged mismatch is ~0.
     overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
-                 "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0}  # fmt: skip
+                 "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0,
+                 "rollout.temperature": 0.7, "rollout.top_p": 0.9, "grpo.tis_cap": 2.0}  # fmt: skip
     summary = grpo.run(tiny_config(tmp_path, **overrides))
     rollout_calls = [c for c in calls if c[1] == 2]  # evaluation samples 1 response per prompt
     assert rollout_calls == [(4, 2), (4, 2)]  # 8 prompts -> two calls of 4, 2 responses each
     (row,) = [r for r in _rows(tmp_path) if "reward/mean" in r]
     assert summary["steps"] == 1 and np.isfinite(row["reward/mean"])
+    assert row["rollout/logprob_mismatch"] < 1e-3 and row["rollout/mismatch_kl"] < 1e-5
+    assert 0.99 < row["train/tis_weight_mean"] <= 1.0 + 1e-3
 
 
 def _free_port() -> int:

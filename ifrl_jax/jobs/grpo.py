@@ -59,6 +59,7 @@ def validate(config) -> None:
     need(r.prompts_per_batch % g.minibatch_prompts == 0, "grpo.minibatch_prompts",
          f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
     need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
+    need(g.tis_cap >= 0, "grpo.tis_cap", "must be >= 0 (0 = off)")
     rows = g.minibatch_prompts * r.n
     need(rows % g.micro_batches == 0, "grpo.micro_batches",
          f"must divide the mini-batch rows minibatch_prompts*n={rows}")  # fmt: skip
@@ -205,6 +206,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         model=cfg, loss=common.from_section(grpo_step.LossConfig, g),
         micro_batches=g.micro_batches, logprob_chunk_size=g.logprob_chunk_size or None,
         response_len=opts.max_new_tokens,  # the LM head on response positions only
+        temperature=opts.temperature or 1.0,  # log-probs of the distribution sampled from
     )  # fmt: skip
     total = config.train.steps * _updates_per_batch(config)
     # grpo.eps is the advantages' epsilon, not Adam's.
@@ -324,7 +326,11 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
             step_metrics.append(m)
     t_update = time.time()
     upd = {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}
-    row = {f"train/{k}": v for k, v in upd.items() if k not in ("step", "is_finite")}
+    # The sampler's log-probs against the trainer's (old) ones, on every step.
+    renamed = {"mismatch_abs": "rollout/logprob_mismatch", "mismatch_kl": "rollout/mismatch_kl"}
+    row = {
+        renamed.get(k, f"train/{k}"): v for k, v in upd.items() if k not in ("step", "is_finite")
+    }
     row.update(rollout.batch_metrics(sampled, result, n=n))
     row.update({
         "time/sample": sampled.seconds, "time/reward": t_reward,

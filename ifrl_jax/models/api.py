@@ -190,18 +190,25 @@ def token_logprobs(
 
 
 def sequence_logprobs(
-    cfg: ModelConfig, params: Params, input_ids, attention_mask_, *, first: int = 1, **kw
-) -> jax.Array:
+    cfg: ModelConfig, params: Params, input_ids, attention_mask_, *, first: int = 1,
+    temperature: float = 1.0, **kw,
+) -> jax.Array:  # fmt: skip
     """log p(x_t | x_<t) [B, T] for positions t >= first (0 before): forward + chunked log-probs.
 
     first > 1 runs the LM head only where it is needed (for GRPO: the response positions; the
-    head is most of a small model's FLOPs at Qwen's vocabulary).
+    head is most of a small model's FLOPs at Qwen's vocabulary). temperature: the log-probs (and
+    entropies) of softmax(logits / temperature), the distribution a sampler at that temperature
+    draws from (the hidden states are divided before the head: the same logits / temperature).
     """
     t = input_ids.shape[1]
     if not 1 <= first < t:
         raise ValueError(f"first={first}: need 1 <= first < T={t}")
-    hidden = hidden_states(cfg, params, input_ids, attention_mask_)
-    logp = token_logprobs(cfg, params, hidden[:, first - 1 : t - 1], input_ids[:, first:], **kw)
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: log-probs need a temperature > 0")
+    hidden = hidden_states(cfg, params, input_ids, attention_mask_)[:, first - 1 : t - 1]
+    if temperature != 1.0:
+        hidden = hidden / jnp.asarray(temperature, hidden.dtype)
+    logp = token_logprobs(cfg, params, hidden, input_ids[:, first:], **kw)
     pad = lambda a: jnp.pad(a, ((0, 0), (first, 0)))
     if isinstance(logp, tuple):
         return tuple(pad(a) for a in logp)
