@@ -106,7 +106,7 @@ def make_dataset(
 
     Returns:
       A ``grain.MapDataset`` whose elements are ``list[Record]`` of ``batch_size // shard_count``
-      records.
+      records: block ``shard_index`` of each global batch.
 
     Raises:
       ValueError: unknown schedule, empty records, or a batch size the shard count does not divide.
@@ -130,20 +130,16 @@ def make_dataset(
     if num_epochs is not None and drop_remainder:
         # Whole global batches only, so that every host yields the same number of batches.
         ds = ds[: len(ds) // batch_size * batch_size]
-    ds = ds[shard_index::shard_count]
-    return ds.batch(batch_size // shard_count, drop_remainder=drop_remainder, batch_fn=list)
+    # Global batches, then this host's contiguous block of each: the rows of a multi-process
+    # batch (process 0's block first, as host_to_global lays them out) are those of a
+    # one-process run, in the same order, so both runs sample and train on the same data.
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+    local = batch_size // shard_count
+    return ds.map(lambda batch: batch[shard_index * local : (shard_index + 1) * local])
 
 
 def make_iterator(
-    records: Sequence[Record],
-    *,
-    batch_size: int,
-    schedule: str = "mixed",
-    seed: int = 0,
-    num_epochs: int | None = None,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
-    state: dict[str, Any] | None = None,
+    records: Sequence[Record], *, state: dict[str, Any] | None = None, **dataset_kw
 ) -> grain.DatasetIterator:
     """A checkpointable iterator over this host's record batches (see ``make_dataset``).
 
@@ -152,26 +148,14 @@ def make_iterator(
 
     Args:
       records: all records.
-      batch_size: global batch size in prompts.
-      schedule: ``"mixed"`` or ``"in_order"``.
-      seed: shuffle seed.
-      num_epochs: passes over the records; None repeats forever.
-      shard_index: this host's slice; defaults to ``jax.process_index()``.
-      shard_count: number of slices; defaults to ``jax.process_count()``.
       state: an earlier ``get_state()`` to resume from.
+      dataset_kw: ``make_dataset``'s options (batch_size, schedule, seed, num_epochs,
+        shard_index, shard_count).
 
     Returns:
       A ``grain.DatasetIterator`` yielding ``list[Record]``.
     """
-    ds = make_dataset(
-        records,
-        batch_size=batch_size,
-        schedule=schedule,
-        seed=seed,
-        num_epochs=num_epochs,
-        shard_index=shard_index,
-        shard_count=shard_count,
-    )
+    ds = make_dataset(records, **dataset_kw)
     # Records are in memory: no reader threads (grain's advice for in-memory sources).
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).__iter__()
     if state is not None:

@@ -48,34 +48,20 @@ def _rules(**kw) -> Rules:
     return tuple(base.items())
 
 
+_TP = dict.fromkeys(
+    ("q_heads", "kv_heads", "mlp", "vocab", "act_heads", "act_kv_heads", "act_mlp", "act_vocab"),
+    "tp",
+)  # heads, MLP and vocab split over `tp`, the activations that carry them too
+
 RULES: dict[str, Rules] = {
     # Everything replicated; batch split over data+fsdp (plain data parallelism).
     "replicated": _rules(),
     # ZeRO-3 style: every weight split along the model dim over `fsdp`.
     "fsdp": _rules(embed="fsdp"),
     # Megatron style: heads, MLP and vocab split over `tp`, activations follow.
-    "tp": _rules(
-        q_heads="tp",
-        kv_heads="tp",
-        mlp="tp",
-        vocab="tp",
-        act_heads="tp",
-        act_kv_heads="tp",
-        act_mlp="tp",
-        act_vocab="tp",
-    ),
+    "tp": _rules(**_TP),
     # 2-D: weights over fsdp along the model dim and over tp along heads/mlp/vocab.
-    "fsdp_tp": _rules(
-        embed="fsdp",
-        q_heads="tp",
-        kv_heads="tp",
-        mlp="tp",
-        vocab="tp",
-        act_heads="tp",
-        act_kv_heads="tp",
-        act_mlp="tp",
-        act_vocab="tp",
-    ),
+    "fsdp_tp": _rules(embed="fsdp", **_TP),
 }
 
 

@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # test that uses it) does the long work. A @pytest.mark.timeout on the test itself wins.
 LONG_TESTS = {
     "tests/test_default_job.py": 900 + 300,
-    "tests/test_train.py::test_two_processes_with_a_loopback_coordinator": 2 * 600 + 300,
+    "tests/test_train.py::test_two_processes_with_a_loopback_coordinator_match_one_process": 2 * 900
+    + 300,
     "tests/test_tokenizer.py::test_shipped_tiny_tokenizer_matches_rebuild": 600 + 300,
     "tests/test_host_memory.py::test_reuse_stops_page_faults_and_system_keeps_them": 2 * 300 + 300,
 }

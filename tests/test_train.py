@@ -147,37 +147,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_with_a_loopback_coordinator(tmp_path):
+def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
+    """Two processes of 2 CPU devices each train like one process of 4 devices on the same data:
+    each host feeds its contiguous block of every global batch, so the global rows, the sampler's
+    draws and the updates are the same; the update metrics (computed on the global batch) and the
+    held-out evaluations agree. (reward/*, rate/* and response/* describe process 0's rows.)"""
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")  # fmt: skip
-    cmd = [
-        sys.executable, str(REPO / "launch" / "train_grpo.py"),
-        f"--config={REPO / 'tests' / 'tiny_train_config.py'}", f"--config.workdir={tmp_path}",
+    common = [
+        str(REPO / "launch" / "train_grpo.py"),
+        f"--config={REPO / 'tests' / 'tiny_train_config.py'}",
         "--config.train.steps=2", "--config.mesh.data=1", "--config.mesh.fsdp=-1",
         "--config.mesh.tp=1", "--config.sharding=fsdp",
-        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+        # One mini-batch (the whole rollout batch, two PPO passes): a mini-batch of a
+        # multi-process run takes each host's share, which equals a one-process mini-batch
+        # only when it is the whole batch.
+        "--config.grpo.minibatch_prompts=4",
     ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    two = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    cmd = [sys.executable, *common, f"--config.workdir={tmp_path / 'two'}",
+           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]  # fmt: skip
     procs = [
         subprocess.Popen(
             [*cmd, f"--process_id={i}"],
-            env=env,
+            env=two,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=600) for p in procs]
+    outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     summary = json.loads(outs[0][0].strip().splitlines()[-1])  # process 0 prints and logs
     assert summary["steps"] == 2
     assert not any(line.startswith("{") for line in outs[1][0].splitlines())  # (gloo chatter)
-    rows = _rows(tmp_path)
+    rows = _rows(tmp_path / "two")
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert np.isfinite(rows[-1]["train/loss"])
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["2"]
+    assert sorted(os.listdir(tmp_path / "two" / "ckpt")) == ["2"]
+
+    one = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, *common, f"--config.workdir={tmp_path / 'one'}"],
+                          env=one, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("pass_rate_before", "pass_rate_after", "prompt_pass_rate_after"):
+        assert summary[key] == pytest.approx(single[key], abs=1e-9), key
+    for r2, r1 in zip(rows, _rows(tmp_path / "one")):
+        keys = [k for k in r1 if k.startswith(("train/", "eval/"))]
+        assert keys == [k for k in r2 if k.startswith(("train/", "eval/"))]
+        for k in keys:
+            assert r2[k] == pytest.approx(r1[k], rel=1e-4, abs=1e-6), (r1["step"], k)
+    assert np.isfinite(rows[-1]["train/loss"]) and rows[-1]["train/grad_norm"] > 0
 
 
 def test_reward_model_scores_the_soft_constraints(tmp_path):
