@@ -29,6 +29,8 @@ def batch_order(n: int, *, batch_size: int, num_steps: int, seed: int) -> np.nda
     """[num_steps, batch_size] row indices: consecutive epochs of seeded permutations."""
     rng = np.random.default_rng(seed)
     need = num_steps * batch_size
+    if need == 0:  # num_steps=0: evaluate the initial model
+        return np.zeros((0, batch_size), np.int64)
     perms = [rng.permutation(n) for _ in range(-(-need // max(n, 1)))]
     return np.concatenate(perms)[:need].reshape(num_steps, batch_size)
 
@@ -85,6 +87,7 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
             f"not a multiple of the {ways} data-parallel devices")  # fmt: skip
     require(config.schedule in ts.SCHEDULES, "schedule", config.schedule,
             f"use one of {sorted(ts.SCHEDULES)}")  # fmt: skip
+    require(config.num_steps >= 0, "num_steps", config.num_steps, "must be >= 0")
     train_rows, heldout_rows = training_pairs(config)
     cfg, params = init or reward_model.init_model(
         config.init_from,
