@@ -18,6 +18,10 @@ INSTALL_REQUIRES = [
     "pyarrow>=15",
     "langdetect>=1.0.9",
     "nltk>=3.9",
+    # IFBench's checks, as its reference uses them: format:emoji (`emoji.is_emoji`, BSD) and
+    # words:odd_even_syllables (`syllapy.count`, MIT); small, pure Python, no dependencies.
+    "emoji>=2.16",
+    "syllapy>=0.8",
     "tqdm>=4.66",
     "tensorboardX>=2.6",
     "matplotlib>=3.8",

@@ -1,9 +1,11 @@
-"""Hard-constraint verifiers: IFEval's 25 checks, a parallel batch stage, an IFEval evaluator.
+"""Hard-constraint verifiers: IFEval's and IFBench's checks, a parallel batch stage, evaluators.
 
 Pure Python (no JAX), deterministic, offline. Public API:
 
-* `HARD_IDS`, `is_hard`, `is_soft`, `SOFT_PREFIXES`, `check_spec`, `SpecError` (spec.py):
-  which ids exist and load-time validation of their kwargs.
+* `HARD_IDS` (IFEval's 25), `IFBENCH_IDS` (IFBench's, bare; each also accepted as
+  "ifbench/<id>"), `is_hard` (either), `ifbench_id`, `is_soft`, `SOFT_PREFIXES`, `check_spec`,
+  `SpecError` (spec.py): which ids exist and load-time validation of their kwargs. IFBench ids
+  run through the same batch stage, time limits, pool and strict/loose modes as IFEval's.
 * `verify`, `verify_outcome` (batch.py), `strip_think` (core.py): one response against one
   constraint, strict or loose; `verify_outcome` also says whether the check raised or timed out.
 * `verify_batch`, `verify_batch_modes`, `verify_batch_report` (batch.py), `VerifierPool`
@@ -13,10 +15,13 @@ Pure Python (no JAX), deterministic, offline. Public API:
   `MAX_TIMEOUT_S` and None means that cap; outside the main thread the checks run on the shared
   worker process `shared_pool()` (call it early to have it warm before the first batch). The
   design and its reasons are in core.py's docstring.
-* `CHECKS` (checks.py): instruction id -> check function, without the wrappers.
-* The IFEval-compatible evaluator lives in `ifrl_jax.verifiers.ifeval`.
+* `CHECKS` (checks.py): IFEval id -> check function, without the wrappers; IFBench's are
+  `ifbench.CHECKS` (bare ids); `resolve_check` (core.py) finds either.
+* The IFEval-compatible evaluator, which also scores IFBench (`benchmark="ifbench"`), lives in
+  `ifrl_jax.verifiers.ifeval`.
 
-Module layering (imports go one way): spec, checks, nlp <- core <- layout <- pool <- batch.
+Module layering (imports go one way): nlp, checks <- ifbench <- spec <- core <- layout <- pool
+<- batch.
 """
 
 from ifrl_jax.verifiers.batch import (
@@ -28,16 +33,25 @@ from ifrl_jax.verifiers.batch import (
     verify_outcome,
 )
 from ifrl_jax.verifiers.checks import CHECKS
-from ifrl_jax.verifiers.core import MAX_TIMEOUT_S, STATUS_NAMES, THINK_MODES, strip_think
+from ifrl_jax.verifiers.core import (
+    MAX_TIMEOUT_S,
+    STATUS_NAMES,
+    THINK_MODES,
+    resolve_check,
+    strip_think,
+)
 from ifrl_jax.verifiers.layout import DEFAULT_TIMEOUT_S, BatchReport
 from ifrl_jax.verifiers.pool import VerifierPool, shared_pool
 from ifrl_jax.verifiers.spec import (
     HARD_IDS,
+    IFBENCH_IDS,
+    IFBENCH_PREFIX,
     RELATIONS,
     SOFT_IDS,
     SOFT_PREFIXES,
     SpecError,
     check_spec,
+    ifbench_id,
     is_hard,
     is_soft,
 )
@@ -46,6 +60,8 @@ __all__ = [
     "CHECKS",
     "DEFAULT_TIMEOUT_S",
     "HARD_IDS",
+    "IFBENCH_IDS",
+    "IFBENCH_PREFIX",
     "MAX_TIMEOUT_S",
     "RELATIONS",
     "SOFT_IDS",
@@ -57,8 +73,10 @@ __all__ = [
     "SpecError",
     "VerifierPool",
     "check_spec",
+    "ifbench_id",
     "is_hard",
     "is_soft",
+    "resolve_check",
     "shared_pool",
     "strip_think",
     "verify",

@@ -181,7 +181,7 @@ def verify_outcome(
     on `shared_pool()` elsewhere).
 
     Args:
-      instruction_id: one of the 25 hard ids.
+      instruction_id: a hard id (IFEval's 25 or IFBench's, bare or "ifbench/"-qualified).
       kwargs: its kwargs (validated with `check_spec`; None values dropped).
       response: the text to judge (already think-stripped, see `strip_think`).
       loose: IFEval's loose mode (any of the 8 response variants passes).
@@ -225,7 +225,7 @@ def verify(
     whitespace response is False.
 
     Args:
-      instruction_id: one of the 25 hard ids.
+      instruction_id: a hard id (IFEval's 25 or IFBench's, bare or "ifbench/"-qualified).
       kwargs: its kwargs (validated with `check_spec`; None values dropped).
       response: the text to judge (already think-stripped, see `strip_think`).
       loose: IFEval's loose mode (any of the 8 response variants passes).

@@ -1,6 +1,8 @@
 r"""The 25 IFEval checks, strict and loose, as plain functions keyed by instruction id.
 
 Each check is `check(text, kw) -> bool` on kwargs already normalised by `spec.check_spec`.
+IFBench's checks, the same kind of function, live in `ifbench/` (`ifbench.CHECKS`, bare ids);
+`core.resolve_check` finds either, and `CHECKS` here stays IFEval's 25.
 The semantics are IFEval's (see ../shared/IFEVAL_SEMANTICS.md), quirks included: keyword
 checks are unanchored, case-insensitive regex searches of the raw kwarg; "don't" is two words;
 `***x***` is two highlights; a `---` rule is a bullet; a leading blank paragraph shifts

@@ -10,15 +10,15 @@ Time limits: how every check is bounded, in every mode and for every caller.
 
 * There is always a limit. `resolve_timeout` turns the caller's `timeout_s` into the limit
   applied: `timeout_s` capped at `MAX_TIMEOUT_S` (30 s); None (or <= 0) means "no tight limit",
-  i.e. `MAX_TIMEOUT_S`. Every check of the 25 finishes in well under a second on any response
-  the tests throw at it (100k-character texts included), so the ceiling never changes a verdict
+  i.e. `MAX_TIMEOUT_S`. Every check (IFEval's 25 and IFBench's) finishes in well under a
+  second on the 100k-character texts the tests throw at it, so the ceiling never changes a verdict
   that would have come, and evaluation (which passes None) stays deterministic; it only stops a
   check that would run for minutes or forever (a catastrophic regex kwarg such as
   `keywords:existence` with `(.|.)*~`) and counts it as a timeout.
 * Where a check runs, the limit is enforced as follows:
   - In a process's main thread (POSIX): `SIGALRM` (`signal.setitimer`), which interrupts
     Python bytecode and the stdlib `re` engine (it polls for signals while matching). That is
-    where all 25 checks spend their time: the rest is C code that is linear in the response
+    where all the checks spend their time: the rest is C code that is linear in the response
     (`json.loads`, str methods). An enclosing interval timer (e.g. pytest-timeout's signal
     method) is kept: it still fires at its time, and it is re-armed afterwards.
   - Anywhere else (a non-main thread, such as the training loop's reward thread with
@@ -47,8 +47,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ifrl_jax.verifiers import nlp
+from ifrl_jax.verifiers import ifbench, nlp
 from ifrl_jax.verifiers.checks import CHECKS, loose_variants
+from ifrl_jax.verifiers.spec import ifbench_id
 
 THINK_MODES = ("none", "required", "optional")
 _THINK = re.compile(r"</think>\n\n(.*)", re.DOTALL)
@@ -189,6 +190,22 @@ class TimeLimit:
                 self._arm()
 
 
+def resolve_check(instruction_id: str):
+    """The check function of a hard id: IFEval's (`checks.CHECKS`) or IFBench's (either form).
+
+    Looked up at each call, so a test that replaces an entry of either dict is seen.
+
+    Raises:
+      KeyError: not a hard id.
+    """
+    check = CHECKS.get(instruction_id)
+    if check is None:
+        check = ifbench.CHECKS.get(ifbench_id(instruction_id))
+    if check is None:
+        raise KeyError(f"{instruction_id!r} is not a hard instruction id")
+    return check
+
+
 def describe(text: str) -> str:
     """A short repr of a response for a warning."""
     return repr(text[:60] + ("..." if len(text) > 60 else ""))
@@ -257,10 +274,11 @@ def score_task(
     out = []
     variants: list = []
     for cid, kw in checks:
+        check = resolve_check(cid)
+        if cid not in CHECKS:
+            ifbench.warmup()  # one-off loads (once per process) are not timed
         try:
-            verdicts, raised = limit.call(
-                _judge, CHECKS[cid], kw, text, modes, warnings, cid, variants
-            )
+            verdicts, raised = limit.call(_judge, check, kw, text, modes, warnings, cid, variants)
             out.append((verdicts, ERROR if raised else OK))
         except VerifierTimeout:
             warnings.append(

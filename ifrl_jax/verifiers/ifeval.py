@@ -1,4 +1,4 @@
-"""IFEval-compatible evaluation: google-research `instruction_following_eval` file formats.
+"""IFEval- and IFBench-compatible evaluation: google-research `instruction_following_eval` formats.
 
 Inputs: a prompts JSONL (`{"key", "prompt", "instruction_id_list", "kwargs"}` per line, other
 fields ignored) and a responses JSONL (`{"prompt", "response"}` per line; responses are matched
@@ -9,14 +9,24 @@ to prompts by the exact prompt text, the last one wins). Outputs, in `output_dir
 
 Accuracy: prompt-level = share of prompts with every instruction followed; instruction-level
 = share of all instructions followed. Bad input (malformed JSON, a missing field, an unknown
-id or bad kwargs, a prompt without a response) raises `EvalInputError` or `SpecError`, both
+id or bad kwargs, an IFEval prompt without a response) raises `EvalInputError` or `SpecError`, both
 ValueErrors whose message starts with "file:line".
+
+Benchmarks (`BENCHMARKS`; the prompts of each ship in ifrl_jax/assets, `DEFAULT_PROMPTS`):
+  * "ifeval": IFEval's 25 ids only; a response is found by the exact prompt text.
+  * "ifbench": IFBench's ids only (bare or "ifbench/"-qualified), scored by the same batch
+    stage, strict and loose. As IFBench's `evaluation_lib.py` does, a response is also found by
+    the stripped prompt (its GitHub copy trims three prompts' trailing spaces), and a prompt
+    without a response fails all its instructions (response "") instead of raising, logged and
+    counted in the report; a responses file that answers none of the prompts raises.
+    The report adds IFBench's per-category table (the id's prefix before ":").
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,10 +34,30 @@ from typing import Any
 
 from ifrl_jax.verifiers.batch import verify_batch_modes
 from ifrl_jax.verifiers.layout import DEFAULT_TIMEOUT_S
-from ifrl_jax.verifiers.spec import SpecError, check_spec, is_hard
+from ifrl_jax.verifiers.spec import HARD_IDS, SpecError, check_spec, ifbench_id
+
+logger = logging.getLogger("ifrl_jax.verifiers")
 
 MODES = ("strict", "loose")
 RESULT_FILES = {m: f"eval_results_{m}.jsonl" for m in MODES}
+BENCHMARKS = ("ifeval", "ifbench")
+_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+DEFAULT_PROMPTS = {
+    "ifeval": os.path.join(_ASSETS, "ifeval", "input_data.jsonl"),
+    "ifbench": os.path.join(_ASSETS, "ifbench", "IFBench_test.jsonl"),
+}
+"""Benchmark -> its shipped prompts file (IFEval's 541 prompts, IFBench's 294)."""
+_ID_OK = {"ifeval": lambda cid: cid in HARD_IDS, "ifbench": lambda cid: ifbench_id(cid) is not None}
+_ID_WHAT = {
+    "ifeval": "one of the 25 IFEval instruction ids",
+    "ifbench": "an IFBench instruction id (bare or 'ifbench/'-prefixed)",
+}
+
+
+def check_benchmark(benchmark: str) -> None:
+    """Raises ValueError unless `benchmark` is one of `BENCHMARKS`."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark={benchmark!r}; expected one of {list(BENCHMARKS)}")
 
 
 class EvalInputError(ValueError):
@@ -65,19 +95,22 @@ def _read_jsonl(path: str):
             yield n, obj
 
 
-def read_prompts(path: str) -> list[Prompt]:
-    """Reads and validates an IFEval prompts file.
+def read_prompts(path: str, *, benchmark: str = "ifeval") -> list[Prompt]:
+    """Reads and validates an IFEval (or IFBench) prompts file.
 
     Args:
       path: JSONL with "key", "prompt", "instruction_id_list", "kwargs" per line.
+      benchmark: "ifeval" (IFEval's 25 ids only) or "ifbench" (IFBench's ids only).
 
     Returns:
       The prompts, kwargs normalised by `check_spec`.
 
     Raises:
       EvalInputError: unreadable file, malformed line, missing or ill-typed field.
-      SpecError: a non-IFEval instruction id or bad kwargs (message names file, line, index).
+      SpecError: an id not of `benchmark` or bad kwargs (message names file, line, index).
     """
+    check_benchmark(benchmark)
+    id_ok = _ID_OK[benchmark]
     prompts = []
     for n, obj in _read_jsonl(path):
         where = f"{path}:{n}"
@@ -96,8 +129,8 @@ def read_prompts(path: str) -> list[Prompt]:
         normalised = []
         for i, (cid, kw) in enumerate(zip(ids, kwargs)):
             at = f"{where}: instruction_id_list[{i}]"
-            if not isinstance(cid, str) or not is_hard(cid):
-                raise SpecError(f"{at}: {cid!r} is not one of the 25 IFEval instruction ids")
+            if not isinstance(cid, str) or not id_ok(cid):
+                raise SpecError(f"{at}: {cid!r} is not {_ID_WHAT[benchmark]}")
             normalised.append(check_spec(cid, kw, where=at))
         prompts.append(Prompt(obj.get("key"), text, list(ids), normalised, path, n))
     return prompts
@@ -124,6 +157,47 @@ def read_responses(path: str) -> dict[str, str]:
     return out
 
 
+def match_responses(
+    prompts: Sequence[Prompt],
+    responses: dict[str, str],
+    *,
+    benchmark: str = "ifeval",
+    responses_path: str = "<responses>",
+) -> tuple[list[str], list[Prompt]]:
+    """Finds each prompt's response, as the benchmark's reference evaluation does.
+
+    Args:
+      prompts: from `read_prompts`.
+      responses: from `read_responses`.
+      benchmark: "ifeval": the exact prompt text, and a prompt without one raises. "ifbench":
+        the exact text, else the stripped one; a prompt without one gets "" (fails all).
+      responses_path: named in the errors.
+
+    Returns:
+      (one response per prompt, the prompts that had none).
+
+    Raises:
+      EvalInputError: "ifeval" and a prompt has no response; "ifbench" and none has one.
+    """
+    check_benchmark(benchmark)
+    stripped = {k.strip(): v for k, v in responses.items()} if benchmark == "ifbench" else {}
+    texts, missing = [], []
+    for p in prompts:
+        text = responses.get(p.prompt, stripped.get(p.prompt.strip()))
+        if text is None:
+            if benchmark == "ifeval":
+                raise EvalInputError(
+                    f"{p.path}:{p.line}: no response for this prompt (key {p.key!r}) in "
+                    f"{responses_path}"
+                )
+            missing.append(p)
+            text = ""
+        texts.append(text)
+    if missing and len(missing) == len(prompts):
+        raise EvalInputError(f"{responses_path}: answers none of the {len(prompts)} prompts")
+    return texts, missing
+
+
 def evaluate(
     prompts: Sequence[Prompt],
     responses: dict[str, str],
@@ -132,6 +206,7 @@ def evaluate(
     pool=None,
     think_mode: str = "none",
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    benchmark: str = "ifeval",
 ) -> dict[str, list[dict]]:
     """Scores every prompt in strict and loose mode.
 
@@ -142,21 +217,28 @@ def evaluate(
       pool: an optional `VerifierPool`.
       think_mode: see `strip_think` ("none" for IFEval).
       timeout_s: per-check time limit.
+      benchmark: how responses are matched to prompts; see `match_responses`.
 
     Returns:
       {mode: one output row per prompt}, rows as written to the result files.
 
     Raises:
-      EvalInputError: a prompt has no response.
+      EvalInputError: a prompt has no response (see `match_responses`).
     """
-    texts = []
-    for p in prompts:
-        if p.prompt not in responses:
-            raise EvalInputError(
-                f"{p.path}:{p.line}: no response for this prompt (key {p.key!r}) in "
-                f"{responses_path}"
-            )
-        texts.append(responses[p.prompt])
+    texts, missing = match_responses(
+        prompts, responses, benchmark=benchmark, responses_path=responses_path
+    )
+    if missing:
+        logger.warning(
+            "%s: no response for %d of %d prompts (first: %s:%d, key %r); they fail all their "
+            "instructions, as in IFBench's evaluation",
+            responses_path,
+            len(missing),
+            len(prompts),
+            missing[0].path,
+            missing[0].line,
+            missing[0].key,
+        )
     constraints = [list(zip(p.instruction_id_list, p.kwargs)) for p in prompts]
     scored = verify_batch_modes(
         texts,
@@ -224,11 +306,28 @@ def summary(results: dict[str, list[dict]]) -> dict[str, float]:
     return out
 
 
-def report(results: dict[str, list[dict]]) -> str:
+def _category_table(results: dict[str, list[dict]]) -> list[str]:
+    """IFBench's "tier 0" table: accuracy per id category (the prefix before ":")."""
+    counts = {m: collections.defaultdict(lambda: [0, 0]) for m in MODES}
+    for mode in MODES:
+        for row in results[mode]:
+            for cid, ok in zip(row["instruction_id_list"], row["follow_instruction_list"]):
+                cell = counts[mode][(ifbench_id(cid) or cid).split(":")[0]]
+                cell[0] += 1
+                cell[1] += int(ok)
+    lines = ["=" * 64, f"{'category':<48} {'n':>4} {'strict':>7} {'loose':>7}"]
+    for cat, (n, k) in sorted(counts["strict"].items()):
+        loose = counts["loose"][cat][1] / n
+        lines.append(f"{cat:<48} {n:>4} {k / n:>7.4f} {loose:>7.4f}")
+    return lines
+
+
+def report(results: dict[str, list[dict]], *, categories: bool = False) -> str:
     """A human-readable report: both modes' accuracies, a per-id table, a final JSON line.
 
     Args:
       results: from `evaluate`.
+      categories: also a per-category table (IFBench's report has one).
 
     Returns:
       The report text; its last line is the JSON of `summary(results)`.
@@ -246,6 +345,8 @@ def report(results: dict[str, list[dict]]) -> str:
     for cid, (n, strict) in acc["strict"]["per_id"].items():
         loose = acc["loose"]["per_id"][cid][1]
         lines.append(f"{cid:<48} {n:>4} {strict:>7.4f} {loose:>7.4f}")
+    if categories:
+        lines += _category_table(results)
     lines.append(json.dumps(summary(results)))
     return "\n".join(lines)
 
@@ -272,35 +373,42 @@ def write_results(results: dict[str, list[dict]], output_dir: str) -> list[str]:
 
 
 def run(
-    input_data: str,
+    input_data: str | None,
     input_response_data: str,
     output_dir: str,
     *,
     processes: int = 0,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    benchmark: str = "ifeval",
 ) -> str:
-    """Reads, scores and writes an IFEval evaluation; returns the report text.
+    """Reads, scores and writes an IFEval or IFBench evaluation; returns the report text.
 
     Args:
-      input_data: prompts JSONL.
+      input_data: prompts JSONL; None (or "") for the benchmark's shipped prompts.
       input_response_data: responses JSONL.
       output_dir: where the two result files go.
       processes: 0 scores in this process; N > 0 uses a `VerifierPool` of N workers.
       timeout_s: per-check time limit.
+      benchmark: "ifeval" or "ifbench" (see the module docstring).
 
     Returns:
       The report (see `report`).
     """
-    prompts = read_prompts(input_data)
+    check_benchmark(benchmark)
+    prompts = read_prompts(input_data or DEFAULT_PROMPTS[benchmark], benchmark=benchmark)
     responses = read_responses(input_response_data)
+    kw = dict(responses_path=input_response_data, benchmark=benchmark)
+    missing = len(match_responses(prompts, responses, **kw)[1])
     if processes > 0:
         from ifrl_jax.verifiers.pool import VerifierPool
 
         with VerifierPool(processes, timeout_s=timeout_s) as pool:
-            results = evaluate(prompts, responses, responses_path=input_response_data, pool=pool)
+            results = evaluate(prompts, responses, pool=pool, **kw)
     else:
-        results = evaluate(
-            prompts, responses, responses_path=input_response_data, timeout_s=timeout_s
-        )
+        results = evaluate(prompts, responses, timeout_s=timeout_s, **kw)
     write_results(results, output_dir)
-    return report(results)
+    text = report(results, categories=benchmark == "ifbench")
+    if missing:
+        head, last = text.rsplit("\n", 1)
+        text = f"{head}\nresponses missing: {missing} of {len(prompts)} prompts (scored 0)\n{last}"
+    return text

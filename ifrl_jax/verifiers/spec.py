@@ -1,7 +1,13 @@
-"""Constraint specs: the 25 hard ids, their kwargs, and validation at data-load time.
+"""Constraint specs: the hard ids, their kwargs, and validation at data-load time.
 
-A constraint is an instruction id plus a kwargs dict. Hard ids are IFEval's 25 rule-checked
-instructions; soft ids are scored by the reward model and only need to be recognised here.
+A constraint is an instruction id plus a kwargs dict. Hard ids are rule-checked: IFEval's 25
+(`HARD_IDS`) and IFBench's (`IFBENCH_IDS`, from `ifbench.SPECS`); soft ids are scored by the
+reward model and only need to be recognised here.
+
+IFBench ids live in their own namespace: each is accepted bare, as in IFBench's files
+(``"count:numbers"``), or qualified, ``"ifbench/count:numbers"``; both name the same check.
+None of them is an IFEval id, a soft id or itself prefixed (checked at import: an IFBench id can
+never shadow another). ``"ifbench/"`` before an IFEval id is an unknown id.
 
 Soft ids accepted (anything else that is not hard is an error):
   * exactly ``"soft"``;
@@ -27,6 +33,12 @@ Hard kwargs follow IFEval's strict wrapper, made deterministic:
     has "#" and "!") by a random letter; we count that character itself (see ``checks.py``).
   * Counts may be ints or integral floats (pandas turns nullable int columns into floats) and
     are returned as ints; bools are rejected.
+
+IFBench kwargs follow IFBench's wrapper (`evaluation_lib.py`), which drops only None values
+(so a 0 is a value, e.g. ``n_start``), then `ifbench.SPECS`: every listed kwarg is required, of
+its kind (`_check_ifbench_value`), and any other kwarg is a ``SpecError``. The reference draws
+a missing kwarg at random, and an unexpected one makes most of its ``build_description``s raise
+``TypeError`` (12 ignore it); here both are load-time errors naming where.
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ import functools
 import math
 import re
 from typing import Any
+
+from ifrl_jax.verifiers import ifbench
 
 RELATIONS = ("less than", "at least")
 
@@ -83,24 +97,64 @@ HARD_SPECS: dict[str, dict[str, str]] = {
 """Hard id -> {kwarg name: kind}. Every listed kwarg is required."""
 
 HARD_IDS: frozenset[str] = frozenset(HARD_SPECS)
+"""IFEval's 25 ids (the IFBench ids are `IFBENCH_IDS`; `is_hard` covers both)."""
 SOFT_PREFIXES: tuple[str, ...] = ("style:", "situation:", "soft_content:", "soft:")
 SOFT_IDS: frozenset[str] = frozenset({"soft"})
+IFBENCH_PREFIX = "ifbench/"
+IFBENCH_IDS: frozenset[str] = frozenset(ifbench.SPECS)
+"""IFBench's ids, bare (as in IFBench's files); each is also accepted as "ifbench/<id>"."""
+
+
+def _check_registry() -> None:
+    """Refuses, at import, an IFBench id that could shadow or be mistaken for another id."""
+    problems = []
+    if set(ifbench.CHECKS) != IFBENCH_IDS:
+        problems.append(f"CHECKS and SPECS differ on {sorted(set(ifbench.CHECKS) ^ IFBENCH_IDS)}")
+    for cid in sorted(IFBENCH_IDS):
+        if cid in HARD_IDS:
+            problems.append(f"{cid!r} is also an IFEval id")
+        if cid in SOFT_IDS or cid.startswith(SOFT_PREFIXES + (IFBENCH_PREFIX,)):
+            problems.append(f"{cid!r} looks like a soft or qualified id")
+        unknown = {k for k in ifbench.SPECS[cid].values() if k not in ifbench.KINDS}
+        if unknown:
+            problems.append(f"{cid!r} has kwarg kinds {sorted(unknown)} not in {ifbench.KINDS}")
+    if problems:
+        raise RuntimeError("IFBench registry: " + "; ".join(problems))
+
+
+_check_registry()
 
 
 class SpecError(ValueError):
     """A constraint spec (id or kwargs) that cannot be checked; the message names where."""
 
 
-def is_hard(instruction_id: str) -> bool:
-    """Whether `instruction_id` is one of the 25 rule-checked IFEval ids.
+def ifbench_id(instruction_id: str) -> str | None:
+    """The bare IFBench id that `instruction_id` names, bare or "ifbench/"-qualified.
 
     Args:
-      instruction_id: a constraint id such as "punctuation:no_comma".
+      instruction_id: a constraint id such as "count:numbers" or "ifbench/count:numbers".
 
     Returns:
-      True for the 25 hard ids.
+      The bare id ("count:numbers"), or None if it is not an IFBench id.
     """
-    return instruction_id in HARD_IDS
+    if not isinstance(instruction_id, str):
+        return None
+    if instruction_id.startswith(IFBENCH_PREFIX):
+        instruction_id = instruction_id[len(IFBENCH_PREFIX) :]
+    return instruction_id if instruction_id in IFBENCH_IDS else None
+
+
+def is_hard(instruction_id: str) -> bool:
+    """Whether `instruction_id` is rule-checked: an IFEval id or an IFBench id (either form).
+
+    Args:
+      instruction_id: a constraint id such as "punctuation:no_comma" or "count:numbers".
+
+    Returns:
+      True for the 25 IFEval ids and the IFBench ids, bare or "ifbench/"-qualified.
+    """
+    return instruction_id in HARD_IDS or ifbench_id(instruction_id) is not None
 
 
 def is_soft(instruction_id: str) -> bool:
@@ -110,9 +164,9 @@ def is_soft(instruction_id: str) -> bool:
       instruction_id: a constraint id such as "style:open_ended".
 
     Returns:
-      True for "soft" and ids starting with one of `SOFT_PREFIXES` that are not hard.
+      True for "soft" and ids starting with one of `SOFT_PREFIXES` (never a hard id).
     """
-    if not isinstance(instruction_id, str) or instruction_id in HARD_IDS:
+    if not isinstance(instruction_id, str) or is_hard(instruction_id):
         return False
     return instruction_id in SOFT_IDS or instruction_id.startswith(SOFT_PREFIXES)
 
@@ -183,11 +237,43 @@ def _check_value(kind: str, name: str, value: Any, fail) -> Any:
     return value
 
 
+def _check_ifbench_value(kind: str, name: str, value: Any, fail) -> Any:
+    """Validates one present, non-None IFBench kwarg of kind `kind` (`ifbench.KINDS`)."""
+    if kind == "int":
+        n = _as_count(value)
+        if n is None or n < 0:
+            fail(f"kwarg {name!r} must be an integer >= 0, got {value!r}")
+        return n
+    if kind == "float":
+        try:
+            number = float(value) if isinstance(value, int | float) else math.nan
+        except OverflowError:  # an int too large for a float
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            fail(f"kwarg {name!r} must be a finite number, got {value!r}")
+        return number
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            fail(f"kwarg {name!r} must be a non-empty string, got {value!r}")
+        return value
+    if kind == "str_list":
+        ok = isinstance(value, list | tuple) and value
+        if not ok or not all(isinstance(v, str) and v for v in value):
+            fail(f"kwarg {name!r} must be a non-empty list of non-empty strings, got {value!r}")
+        return list(value)
+    if kind == "relation":
+        if value not in RELATIONS:
+            fail(f"kwarg {name!r} must be one of {list(RELATIONS)}, got {value!r}")
+        return value
+    return value  # "any"
+
+
 def check_spec(instruction_id: str, kwargs: dict | None, *, where: str = "") -> dict:
     """Validates one constraint spec and returns its normalised kwargs.
 
     Args:
-      instruction_id: a hard id (see `HARD_IDS`) or a soft id (see `is_soft`).
+      instruction_id: a hard id (IFEval's `HARD_IDS`, or an IFBench id, bare or
+        "ifbench/"-qualified; see `is_hard`) or a soft id (see `is_soft`).
       kwargs: the verifier kwargs; None is {}. None values are dropped.
       where: prefix for error messages, e.g. "data.jsonl:17: instruction_id_list[2]".
 
@@ -196,8 +282,8 @@ def check_spec(instruction_id: str, kwargs: dict | None, *, where: str = "") -> 
       given kwargs without None values.
 
     Raises:
-      SpecError: unknown id, kwargs not a dict, missing/falsy/ill-typed/unexpected kwarg,
-        unknown relation, invalid regex, nth_paragraph > num_paragraphs.
+      SpecError: unknown id, kwargs not a dict, missing/ill-typed/unexpected kwarg (for IFEval
+        ids also a falsy one), unknown relation, invalid regex, nth_paragraph > num_paragraphs.
     """
     prefix = f"{where}: " if where else ""
 
@@ -211,22 +297,27 @@ def check_spec(instruction_id: str, kwargs: dict | None, *, where: str = "") -> 
     if not isinstance(kwargs, dict):
         fail(f"kwargs must be a dict, got {type(kwargs).__name__}")
     present = {k: v for k, v in kwargs.items() if v is not None}
-    spec = HARD_SPECS.get(instruction_id)
+    bench = ifbench_id(instruction_id)
+    spec = HARD_SPECS.get(instruction_id) if bench is None else ifbench.SPECS[bench]
     if spec is None:
         if is_soft(instruction_id):
             return present
+        if instruction_id.startswith(IFBENCH_PREFIX):
+            fail(f"unknown instruction id (not one of IFBench's {len(IFBENCH_IDS)} ids)")
         fail(
-            "unknown instruction id (not one of the 25 IFEval ids, not 'soft' and not "
-            f"prefixed by one of {list(SOFT_PREFIXES)})"
+            "unknown instruction id (not one of the 25 IFEval ids, not an IFBench id (bare or "
+            f"{IFBENCH_PREFIX!r}-prefixed), not 'soft' and not prefixed by one of "
+            f"{list(SOFT_PREFIXES)})"
         )
     extra = sorted(set(present) - set(spec), key=str)
     if extra:
         fail(f"unexpected kwarg {extra[0]!r} (expected only {sorted(spec)})")
+    check = _check_value if bench is None else _check_ifbench_value
     out = {}
     for name, kind in spec.items():
         if name not in present:
             fail(f"missing kwarg {name!r}")
-        out[name] = _check_value(kind, name, present[name], fail)
+        out[name] = check(kind, name, present[name], fail)
     if "nth_paragraph" in out and out["nth_paragraph"] > out["num_paragraphs"]:
         fail(
             f"kwarg 'nth_paragraph' = {out['nth_paragraph']} exceeds 'num_paragraphs' = "
