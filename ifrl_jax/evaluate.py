@@ -188,8 +188,9 @@ def evaluate_ifeval(
     n: int,
     output_dir: str,
     think_mode: str = "none",
+    benchmark: str = "ifeval",
 ) -> tuple[dict, str]:
-    """Scores n samples per IFEval prompt with the project's evaluator and writes the files.
+    """Scores n samples per IFEval (or IFBench) prompt with the project's evaluator; writes files.
 
     Sample 0 is the evaluation proper: `responses.jsonl` and the two `eval_results_*.jsonl`
     (google's formats) and the four accuracies. With n > 1, every sample is scored too and
@@ -201,6 +202,8 @@ def evaluate_ifeval(
       n: samples per prompt; output_dir: created if needed.
       think_mode: see `verifiers.strip_think`; with a mode other than "none" the answers after
         the think block go to `responses_answer.jsonl` too (a missing tag gives "").
+      benchmark: "ifeval" or "ifbench" (`ifeval.BENCHMARKS`): the report of "ifbench" adds
+        IFBench's per-category table.
     Returns:
       (summary dict, report text without its final JSON line).
     """
@@ -209,7 +212,8 @@ def evaluate_ifeval(
     results = []
     for j, sample in enumerate(samples):
         responses = {p.prompt: t for p, t in zip(prompts, sample)}
-        results.append(ifeval.evaluate(prompts, responses, think_mode=think_mode, timeout_s=None))
+        results.append(ifeval.evaluate(prompts, responses, think_mode=think_mode, timeout_s=None,
+                                       benchmark=benchmark))  # fmt: skip
         if j == 0:
             rows = [{"prompt": p.prompt, "response": t} for p, t in zip(prompts, sample)]
             _write_jsonl(os.path.join(output_dir, RESPONSES_FILE), rows)
@@ -221,7 +225,7 @@ def evaluate_ifeval(
                 )  # fmt: skip
     ifeval.write_results(results[0], output_dir)
     summary = ifeval.summary(results[0])
-    text = ifeval.report(results[0]).rsplit("\n", 1)[0]
+    text = ifeval.report(results[0], categories=benchmark == "ifbench").rsplit("\n", 1)[0]
     if n > 1:
         _write_jsonl(
             os.path.join(output_dir, "samples.jsonl"),

@@ -1,4 +1,5 @@
-r"""Evaluates a policy with the jitted sampler on IFEval's 541 prompts and held-out records.
+r"""Evaluates a policy with the jitted sampler on IFEval's 541 (or IFBench's 294) prompts and
+held-out records.
 
 Writes responses.jsonl ({"prompt", "response"}, what google's IFEval tools read),
 eval_results_strict.jsonl / eval_results_loose.jsonl, samples.jsonl (--n > 1),
@@ -6,6 +7,8 @@ records_results.jsonl (--records) and summary.json to --output_dir; prints the f
 the per-id table, pass@k, the per-level table of the records, then one JSON line.
 
   python launch/eval.py --hf_path=/ckpts/Qwen2.5-7B-Instruct --output_dir=/tmp/ifeval
+  python launch/eval.py --hf_path=/ckpts/Qwen2.5-7B-Instruct --benchmark=ifbench \
+    --output_dir=/tmp/ifbench
   python launch/eval.py --checkpoint=/tmp/ifrl_jax/run --records=heldout.jsonl \
     --temperature=1.0 --n=8 --output_dir=/tmp/eval_run
 """
@@ -23,7 +26,8 @@ _FLAGS = {  # jobs.evaluate.EvalConfig fields: (define, default, help)
     "checkpoint": (_S, "", "GRPO workdir (latest ckpt/<step>) or ckpt/<step>."),
     "preset": (_S, "", "--checkpoint: model preset (default: its config)."),
     "tokenizer": (_S, "", "Tokenizer dir (default: next to the model)."),
-    "prompts": (_S, None, "IFEval prompts JSONL (default: the shipped 541); '' = none."),
+    "benchmark": (_S, "ifeval", "ifeval, ifbench, or both: ifeval,ifbench (one run)."),
+    "prompts": (_S, None, "Prompts JSONL (default: the benchmark's shipped ones); '' = none."),
     "records": (_S, "", "Held-out records (JSONL/Parquet, reference schema)."),
     "limit": (_I, 0, "Only the first N prompts and records (0 = all)."),
     "sharding": (_S, "fsdp", "Sharding preset (ifrl_jax.sharding.RULES)."),

@@ -1,6 +1,7 @@
 """Evaluation: pass@k, scoring of hand-written responses, a tiny random policy end to end with the
 tiny tokenizer (HF directory), and restoring a policy from a GRPO orbax checkpoint."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -164,6 +165,30 @@ def test_eval_tiny_policy_end_to_end(tiny_hf, tmp_path, capsys):
     assert summary["records/count"] == 3
     assert len(_jsonl(os.path.join(out, "records_results.jsonl"))) == 6
     assert "instruction id" in text and "held-out records" in text
+
+
+def test_ifeval_and_ifbench_in_one_run(tiny_hf, tmp_path):
+    """--benchmark=ifeval,ifbench: one generation pass over both prompt sets, each scored by its
+    own ids into its own subdirectory; the summary keys carry the benchmark."""
+    path, _, _ = tiny_hf
+    out = tmp_path / "both"
+    config = eval_job.EvalConfig(
+        output_dir=str(out), hf_path=path, tokenizer=tokenizer_lib.TINY_TOKENIZER_DIR,
+        benchmark="ifeval,ifbench", limit=3, mesh={"fsdp": -1}, max_new_tokens=4, batch_size=8,
+        dtype="float32", cache_dtype="float32",
+    )  # fmt: skip
+    summary = eval_job.run(config)
+    for bench in ("ifeval", "ifbench"):
+        assert 0.0 <= summary[f"{bench}/prompt_strict"] <= 1.0
+        rows = _jsonl(out / bench / "eval_results_strict.jsonl")
+        assert len(rows) == 3 and len(_jsonl(out / bench / "responses.jsonl")) == 3
+        shipped = ifeval.read_prompts(ifeval.DEFAULT_PROMPTS[bench], benchmark=bench)[:3]
+        assert [r["prompt"] for r in rows] == [p.prompt for p in shipped]
+    assert any(i.startswith("count:") for p in shipped for i in p.instruction_id_list)
+    with pytest.raises(UserError, match="--prompts"):
+        eval_job.check(dataclasses.replace(config, prompts="p.jsonl"))
+    with pytest.raises(UserError, match="--benchmark"):
+        eval_job.check(dataclasses.replace(config, benchmark="ifeval,helm"))
 
 
 def test_load_policy_from_checkpoint(tiny_hf, tmp_path):

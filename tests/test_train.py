@@ -131,7 +131,8 @@ def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, m
     # those of the distribution the sampler recorded, so the logged mismatch is ~0.
     overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
                  "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0,
-                 "rollout.temperature": 0.7, "rollout.top_p": 0.9, "grpo.tis_cap": 2.0}  # fmt: skip
+                 "rollout.temperature": 0.7, "rollout.top_p": 0.9, "grpo.tis_cap": 2.0,
+                 "train.eval_ifbench": 6}  # fmt: skip
     summary = grpo.run(tiny_config(tmp_path, **overrides))
     rollout_calls = [c for c in calls if c[1] == 2]  # evaluation samples 1 response per prompt
     assert rollout_calls == [(4, 2), (4, 2)]  # 8 prompts -> two calls of 4, 2 responses each
@@ -139,6 +140,10 @@ def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, m
     assert summary["steps"] == 1 and np.isfinite(row["reward/mean"])
     assert row["rollout/logprob_mismatch"] < 1e-3 and row["rollout/mismatch_kl"] < 1e-5
     assert 0.99 < row["train/tis_weight_mean"] <= 1.0 + 1e-3
+    # IFBench's out-of-domain prompts are evaluated beside the held-out set.
+    assert 0.0 <= row["eval/ifbench/constraint_pass_rate"] <= 1.0
+    assert summary["ifbench_pass_rate_after"] == row["eval/ifbench/constraint_pass_rate"]
+    assert summary["ifbench_pass_rate_before"] is not None
 
 
 def _free_port() -> int:

@@ -39,7 +39,10 @@ class EvalConfig:
     preset: str = ""  # checkpoint: model preset (default: the workdir's exported config.json)
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ModelConfig fields
     tokenizer: str = ""  # default: next to the model, else the shipped tiny tokenizer
-    prompts: str = evaluate.IFEVAL_PROMPTS  # IFEval prompts JSONL; "" = none
+    # ifeval | ifbench | ifeval,ifbench (both in one run: one generation pass, a subdirectory of
+    # output_dir and "<benchmark>/"-prefixed summary keys each); which ids --prompts holds
+    benchmark: str = "ifeval"
+    prompts: str | None = None  # prompts JSONL; None = the benchmark's shipped ones; "" = none
     records: str = ""  # held-out records (JSONL/Parquet, reference schema); "" = none
     limit: int = 0  # only the first `limit` prompts and records (0 = all)
     mesh: Mapping[str, int] = dataclasses.field(
@@ -81,10 +84,19 @@ def check(config: EvalConfig) -> None:
 
     if bool(config.hf_path) == bool(config.checkpoint):
         raise UserError("give exactly one of --hf_path and --checkpoint")
-    if not config.prompts and not config.records:
+    if config.prompts == "" and not config.records:
         raise UserError("nothing to evaluate: set --prompts and/or --records")
     if config.n < 1 or (config.n > 1 and config.temperature <= 0):
         bad("n", "use n >= 1, and n > 1 only with --temperature > 0 (greedy samples are identical)")
+    benches = benchmarks(config)
+    if (
+        not benches
+        or any(b not in ifeval.BENCHMARKS for b in benches)
+        or len(set(benches)) < len(benches)
+    ):
+        bad("benchmark", f"use one or more of {ifeval.BENCHMARKS}, comma-separated")
+    if len(benches) > 1 and config.prompts:
+        bad("prompts", "a prompts file goes with one --benchmark (several use the shipped ones)")
     if config.think_mode not in verifiers.THINK_MODES:
         bad("think_mode", f"use one of {verifiers.THINK_MODES}")
     if config.preset and config.preset not in models.PRESETS:
@@ -107,6 +119,11 @@ def check(config: EvalConfig) -> None:
     sharding.get_rules(config.sharding, flag="sharding")
 
 
+def benchmarks(config: EvalConfig) -> list[str]:
+    """The benchmarks to score, in order (`--benchmark=ifeval,ifbench`)."""
+    return [b.strip() for b in config.benchmark.split(",") if b.strip()]
+
+
 def run(config: EvalConfig) -> dict[str, Any]:
     """Generates with the jitted sampler, scores IFEval prompts and/or held-out records, writes
     the result files and prints the report (process 0).
@@ -119,10 +136,13 @@ def run(config: EvalConfig) -> dict[str, Any]:
     """
     t0 = time.time()
     check(config)
-    prompts = ifeval.read_prompts(config.prompts) if config.prompts else []
+    sets = {}  # benchmark -> its prompts
+    for bench in benchmarks(config) if config.prompts != "" else ():
+        path = config.prompts or ifeval.DEFAULT_PROMPTS[bench]
+        sets[bench] = ifeval.read_prompts(path, benchmark=bench)[: config.limit or None]
     recs = records.load_records(config.records).records if config.records else []
-    if config.limit:
-        prompts, recs = prompts[: config.limit], recs[: config.limit]
+    recs = recs[: config.limit or None]
+    prompts = [p for ps in sets.values() for p in ps]
     mesh = sharding.make_mesh(config.mesh, flag="mesh")
     rules = sharding.get_rules(config.sharding, flag="sharding")
     cfg, params, source = load_policy(
@@ -146,17 +166,23 @@ def run(config: EvalConfig) -> dict[str, Any]:
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     summary: dict = {}
+    counts = ", ".join(f"{len(ps)} {b} prompts" for b, ps in sets.items())
     parts = [
-        f"policy: {source}; {len(prompts)} IFEval prompts, {len(recs)} records, n={n}, "
+        f"policy: {source}; {counts or 'no prompts'}, {len(recs)} records, n={n}, "
         f"temperature={config.temperature}, top_p={config.top_p}, "
         f"max_new_tokens={config.max_new_tokens}"
     ]
-    cut = len(prompts) * n
-    if prompts:
-        s, text = evaluate.evaluate_ifeval(prompts, texts[:cut], n=n, output_dir=out,
-                                           think_mode=config.think_mode)  # fmt: skip
-        summary.update(s)
-        parts.append(text)
+    start = 0
+    for bench, ps in sets.items():
+        sub = out if len(sets) == 1 else os.path.join(out, bench)
+        s, text = evaluate.evaluate_ifeval(
+            ps, texts[start : start + len(ps) * n], n=n, output_dir=sub,
+            think_mode=config.think_mode, benchmark=bench,
+        )  # fmt: skip
+        start += len(ps) * n
+        summary.update(s if len(sets) == 1 else {f"{bench}/{k}": v for k, v in s.items()})
+        parts.append(text if len(sets) == 1 else f"[{bench}]\n{text}")
+    cut = start
     if recs:
         s, text = evaluate.evaluate_records(recs, texts[cut:], n=n, output_dir=out,
                                             think_mode=config.think_mode)  # fmt: skip
@@ -192,6 +218,8 @@ def load_policy(
     HF directory (--hf_path) or a GRPO checkpoint (--checkpoint), via `checkpoint.load_policy`."""
     if bool(hf_path) == bool(checkpoint):
         raise UserError("give exactly one of --hf_path and --checkpoint")
+    if checkpoint:
+        ckpt_lib.run_state_dir(checkpoint)  # a GRPO run, or an error naming --checkpoint
     cfg, params = ckpt_lib.load_policy(
         hf_path=hf_path, checkpoint=checkpoint, preset=preset, overrides=overrides,
         param_dtype=param_dtype, dtype=dtype, mesh=mesh, rules=rules,

@@ -60,6 +60,7 @@ def validate(config) -> None:
          f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
     need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
     need(g.tis_cap >= 0, "grpo.tis_cap", "must be >= 0 (0 = off)")
+    need(config.train.eval_ifbench >= -1, "train.eval_ifbench", "use -1 (all), 0 (off) or N")
     rows = g.minibatch_prompts * r.n
     need(rows % g.micro_batches == 0, "grpo.micro_batches",
          f"must divide the mini-batch rows minibatch_prompts*n={rows}")  # fmt: skip
@@ -182,10 +183,17 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         batch_size=config.train.eval_batch_size, mesh=mesh, rules=rules,
         cache_dtype=opts.cache_dtype, buckets=opts.buckets,
     )  # fmt: skip
-    evaluate_now = lambda p: evaluate.hard_pass_rates(
-        heldout, evaluate.generate_texts(cfg, p, tokenizer, heldout, **eval_kw),
-        think_mode=config.reward.think_mode,
-    )  # fmt: skip
+    ifbench = _ifbench_records(config.train.eval_ifbench)
+
+    def evaluate_now(p) -> dict:
+        """Held-out pass rates; with train.eval_ifbench, IFBench's too (out of domain)."""
+        texts = evaluate.generate_texts(cfg, p, tokenizer, heldout + ifbench, **eval_kw)
+        think = config.reward.think_mode
+        out = evaluate.hard_pass_rates(heldout, texts[: len(heldout)], think_mode=think)
+        if ifbench:
+            rates = evaluate.hard_pass_rates(ifbench, texts[len(heldout) :], think_mode=think)
+            out.update({f"ifbench/{k}": rates[k] for k in _RATES})
+        return out
 
     ckpt = checkpoint.Checkpointer(
         os.path.join(workdir, "ckpt"), keep=config.train.keep_checkpoints
@@ -224,6 +232,8 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         before = evaluate_now(state.params)
         host.update(pass_rate_before=before["constraint_pass_rate"],
                     prompt_pass_rate_before=before["prompt_pass_rate"])  # fmt: skip
+        if ifbench:
+            host["ifbench_pass_rate_before"] = before["ifbench/constraint_pass_rate"]
     it = data.make_iterator(
         train_records, batch_size=config.rollout.prompts_per_batch,
         schedule=config.data.schedule, seed=config.seed, state=host.get("data"),
@@ -269,6 +279,14 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         "pass_rate_after": final.get("eval/constraint_pass_rate"),
         "prompt_pass_rate_before": host.get("prompt_pass_rate_before"),
         "prompt_pass_rate_after": final.get("eval/prompt_pass_rate"),
+        **(
+            {
+                "ifbench_pass_rate_before": host.get("ifbench_pass_rate_before"),
+                "ifbench_pass_rate_after": final.get("eval/ifbench/constraint_pass_rate"),
+            }
+            if ifbench
+            else {}
+        ),  # fmt: skip
         "steps": config.train.steps,
         "seconds": round(time.time() - t_start, 1),
         "workdir": workdir,
@@ -285,10 +303,26 @@ def _stage_figures(summaries: dict) -> dict:
     return out
 
 
+_RATES = ("constraint_pass_rate", "prompt_pass_rate", "verifier_timeouts")
+
+
+def _ifbench_records(n: int) -> list[records.Record]:
+    """The first n of IFBench's 294 shipped test prompts (-1: all; 0: none) as records."""
+    if not n:
+        return []
+    from ifrl_jax.verifiers import ifeval
+
+    path = ifeval.DEFAULT_PROMPTS["ifbench"]
+    return evaluate.ifeval_records(ifeval.read_prompts(path, benchmark="ifbench"))[
+        : max(n, 0) or None
+    ]
+
+
 def _before(host: dict) -> dict:
     """The pre-GRPO eval figures kept in the checkpoint's host state."""
     keys = {"pass_rate_before": "constraint_pass_rate",
-            "prompt_pass_rate_before": "prompt_pass_rate"}  # fmt: skip
+            "prompt_pass_rate_before": "prompt_pass_rate",
+            "ifbench_pass_rate_before": "ifbench/constraint_pass_rate"}  # fmt: skip
     return {v: host[k] for k, v in keys.items() if k in host}
 
 
