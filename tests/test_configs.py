@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ifrl_jax import train
+from ifrl_jax.jobs import grpo as grpo_job
 from ifrl_jax.models import config as model_config
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
@@ -29,7 +29,7 @@ def test_config_loads_and_validates(name):
         return  # another stage's config (e.g. the reward model's): loading it is the check
     if not config.model.hf_path:
         assert config.model.preset in model_config.PRESETS
-    train.validate(config)
+    grpo_job.validate(config)
     source = inspect.getsource(module)
     assert "hidden_size" not in source and "num_layers" not in source  # presets only
     assert config.rollout.prompts_per_batch % config.grpo.minibatch_prompts == 0
