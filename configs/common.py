@@ -64,6 +64,14 @@ def base() -> ml_collections.ConfigDict:
     c.grpo.std = "unbiased"
     c.grpo.eps = 1e-6
     c.grpo.filter_zero_variance = False
+    # Dynamic sampling (DAPO): sample oversample x prompts_per_batch prompts, train on the
+    # prompts_per_batch groups whose rewards differ (topped up with uniform ones); 1 = off.
+    c.grpo.oversample = 1
+    # Responses at the length limit: keep / filter (no EOS: weight 0) / penalty (DAPO's soft
+    # punishment, up to overlong_penalty reward units over the last overlong_buffer tokens).
+    c.grpo.overlong = "keep"
+    c.grpo.overlong_buffer = 0
+    c.grpo.overlong_penalty = 1.0
     c.grpo.clip_low = 0.2
     c.grpo.clip_high = 0.2
     c.grpo.dual_clip = ml_collections.config_dict.placeholder(float)

@@ -83,8 +83,39 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot(workdir: str, *, keys=("reward/mean", "eval/constraint_pass_rate")) -> str | None:
-    """PNG of reward and held-out pass rate over steps; returns its path."""
+# The PNG's panels: title -> the metric keys (a trailing "*" takes every key with that prefix).
+PANELS = (
+    ("rollout reward per curriculum level (moving mean of 5 steps)", ("rate/reward/level/*",)),
+    ("held-out pass rate", ("eval/constraint_pass_rate", "eval/prompt_pass_rate")),
+    ("uniform groups and entropy", ("reward/zero_var_frac", "train/entropy_mean")),
+)
+SMOOTH = 5
+
+
+def plot_series(rows: list[dict], panels=PANELS, smooth: int = SMOOTH) -> dict:
+    """{panel title: {key: (steps, values)}}: what `plot` draws. Rollout keys (the first panel)
+    are a trailing moving mean over `smooth` logged steps, so a rising curve shows through the
+    batch-to-batch noise; held-out keys are drawn as logged."""
+    out = {}
+    for i, (title, keys) in enumerate(panels):
+        names = sorted({k for r in rows for k in r if any(
+            k.startswith(p[:-1]) if p.endswith("*") else k == p for p in keys)})  # fmt: skip
+        series = {}
+        for name in names:
+            pts = [(r["step"], r[name]) for r in rows if name in r]
+            xs, ys = map(np.asarray, zip(*pts))
+            if i == 0 and smooth > 1:
+                c = np.cumsum(np.insert(ys.astype(np.float64), 0, 0.0))
+                lo = np.maximum(np.arange(1, len(ys) + 1) - smooth, 0)
+                ys = (c[1:] - c[lo]) / (np.arange(1, len(ys) + 1) - lo)
+            series[name] = (xs, ys)
+        out[title] = series
+    return out
+
+
+def plot(workdir: str) -> str | None:
+    """PNG of `plot_series` (reward per level, held-out pass rate, uniform groups and entropy)
+    over steps; returns its path."""
     path = os.path.join(workdir, "metrics.jsonl")
     if jax.process_index() != 0 or not os.path.exists(path):
         return None
@@ -93,14 +124,14 @@ def plot(workdir: str, *, keys=("reward/mean", "eval/constraint_pass_rate")) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_jsonl(path)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
-    for ax, key in zip(np.atleast_1d(axes), keys):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None)
-        ax.set_title(key)
+    panels = plot_series(read_jsonl(path))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8))
+    for ax, (title, series) in zip(np.atleast_1d(axes), panels.items()):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=name.split("/")[-1])
+        if series:
+            ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -221,18 +221,86 @@ class Scorer:
         self.close()
 
 
+OVERLONG = ("keep", "filter", "penalty")  # grpo.overlong
+
+
+def overlong_shaping(
+    lengths: np.ndarray, finished: np.ndarray, *, mode: str, max_new_tokens: int, buffer: int,
+    penalty: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(reward change [R], row weight [R]) for responses at or near the length limit (DAPO).
+
+    keep: nothing changes. filter (overlong filtering): rows cut by the limit (no EOS) get
+    weight 0, so a truncated answer is neither rewarded nor punished. penalty (soft overlong
+    punishment): `-penalty * clip((length - (max_new_tokens - buffer)) / buffer, 0, 1)` added
+    to the reward, so the last `buffer` tokens before the limit cost up to `penalty` (reward
+    units) and a truncated row pays all of it.
+    """
+    lengths = np.asarray(lengths, np.float32)
+    delta, weight = np.zeros_like(lengths), np.ones_like(lengths)
+    if mode == "filter":
+        weight = np.asarray(finished, np.float32)
+    elif mode == "penalty":
+        over = (lengths - (max_new_tokens - buffer)) / max(buffer, 1)
+        delta = -penalty * np.clip(over, 0.0, 1.0)
+    elif mode != "keep":
+        raise ValueError(f"overlong mode {mode!r}: use one of {OVERLONG}")
+    return delta.astype(np.float32), weight.astype(np.float32)
+
+
 def advantages(
     result: rewards.RewardResult, prompt_weight: np.ndarray, *, n: int, std: str, eps: float,
-    filter_zero_variance: bool,
+    filter_zero_variance: bool, shaping: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(advantages [R], row weights [R]): group-normalized advantages; weight 0 on filler
-    prompts, rows without a valid reward and (optionally) zero-variance groups."""
+    prompts, rows without a valid reward and (optionally) zero-variance groups. `shaping`
+    (`overlong_shaping`'s reward change and row weight) applies before the normalization."""
     r = np.asarray(result.rewards, np.float32)
-    adv = np.asarray(grpo.group_advantages(r, group_size=n, std=std, eps=eps), np.float32)
     w = np.repeat(prompt_weight, n) * np.asarray(result.reward_valid, np.float32)
+    if shaping is not None:
+        r, w = r + shaping[0], w * shaping[1]
+    adv = np.asarray(grpo.group_advantages(r, group_size=n, std=std, eps=eps), np.float32)
     if filter_zero_variance:
         w = w * np.asarray(grpo.zero_variance_weights(r, group_size=n))
     return adv, w
+
+
+def select_groups(
+    sampled: Sampled, result: rewards.RewardResult, *, n: int, keep: int
+) -> tuple[Sampled, rewards.RewardResult, dict]:
+    """Dynamic sampling (DAPO): of the sampled groups, keeps `keep` whose rewards differ (the
+    informative ones, in batch order), topped up in order with uniform ones when too few.
+
+    Returns:
+      (the kept Sampled, their RewardResult, metrics): `rollout/zero_var_frac_sampled` (uniform
+      groups among all sampled ones) and `rollout/informative_frac` (among the kept ones).
+      Batch-level counts (truncated/dropped prompts, verifier timeouts, RM agreement) stay
+      those of everything sampled.
+    """
+    groups = len(sampled.records) // n
+    r = np.asarray(result.rewards, np.float32).reshape(groups, n)
+    valid = np.asarray(result.reward_valid).reshape(groups, n)
+    hi, lo = np.where(valid, r, -np.inf).max(1), np.where(valid, r, np.inf).min(1)
+    informative = (hi > lo) & (sampled.prompt_weight > 0)  # valid rewards that differ
+    order = np.concatenate([np.flatnonzero(informative), np.flatnonzero(~informative)])
+    kept = np.sort(order[:keep])
+    rows = (kept[:, None] * n + np.arange(n)[None, :]).reshape(-1)
+    pick = lambda xs: [xs[i] for i in rows]
+    sub = dataclasses.replace(
+        sampled, records=pick(sampled.records), texts=pick(sampled.texts),
+        rows={k: v[rows] for k, v in sampled.rows.items()}, lengths=sampled.lengths[rows],
+        finished=sampled.finished[rows], prompt_weight=sampled.prompt_weight[kept],
+    )  # fmt: skip
+    res = dataclasses.replace(
+        result, rewards=result.rewards[rows], scores=result.scores[rows],
+        valid=result.valid[rows], reward_valid=result.reward_valid[rows],
+        ids=pick(result.ids), levels=result.levels[rows],
+    )  # fmt: skip
+    m = {
+        "rollout/zero_var_frac_sampled": float(1.0 - informative.mean()),
+        "rollout/informative_frac": float(informative[kept].mean()),
+    }
+    return sub, res, m
 
 
 def batch_metrics(sampled: Sampled, result: rewards.RewardResult, *, n: int) -> dict:

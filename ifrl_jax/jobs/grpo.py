@@ -4,13 +4,16 @@ periodic held-out evaluation, orbax checkpoints (a restart resumes) and a HF exp
 Per step (one rollout batch):
   records (grain, curriculum schedule) -> `rollout.sample` (n per prompt) -> `Scorer.submit`
   (verifiers + RM in a host thread), overlapped with the old/reference log-prob passes on the
-  devices -> `rollout.advantages` -> ppo_epochs x mini-batch updates (`grpo_step.make_step`)
+  devices (with grpo.oversample > 1: scored first, then `rollout.select_groups` keeps the
+  informative groups) -> `rollout.overlong_shaping` + `rollout.advantages` -> ppo_epochs x
+  mini-batch updates (`grpo_step.make_step`)
   -> metrics -> periodic held-out eval and checkpoint.
 Everything that can break the run on bad input is checked in `validate` before compiling.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import shutil
@@ -60,6 +63,11 @@ def validate(config) -> None:
          f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
     need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
     need(g.tis_cap >= 0, "grpo.tis_cap", "must be >= 0 (0 = off)")
+    need(isinstance(g.oversample, int) and g.oversample >= 1, "grpo.oversample",
+         "must be an integer >= 1 (1 = off)")  # fmt: skip
+    need(g.overlong in rollout.OVERLONG, "grpo.overlong", f"use one of {list(rollout.OVERLONG)}")
+    need(g.overlong != "penalty" or 0 < g.overlong_buffer <= r.max_new_tokens,
+         "grpo.overlong_buffer", "must be in 1..rollout.max_new_tokens")  # fmt: skip
     need(config.train.eval_ifbench >= -1, "train.eval_ifbench", "use -1 (all), 0 (off) or N")
     rows = g.minibatch_prompts * r.n
     need(rows % g.micro_batches == 0, "grpo.micro_batches",
@@ -247,8 +255,9 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     with rollout.Scorer(reward_opts, soft_scorer) as scorer:
         for step in range(start, config.train.steps):
             rng = jax.random.fold_in(key, step)
+            batch = [rec for _ in range(config.grpo.oversample) for rec in next(it)]
             sampled = rollout.sample(
-                cfg, state.params, tokenizer, next(it), opts=opts, rng=rng, mesh=mesh, rules=rules
+                cfg, state.params, tokenizer, batch, opts=opts, rng=rng, mesh=mesh, rules=rules
             )
             state, row = _update(
                 config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mesh
@@ -332,6 +341,13 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
     g, n = config.grpo, config.rollout.n
     t_reward0 = time.time()
     future = scorer.submit(sampled.records, sampled.texts)
+    extra_metrics = {}
+    if g.oversample > 1:  # dynamic sampling: rewards first, then the informative groups
+        result, t_score, t_reward = future.result()
+        keep = len(sampled.records) // n // g.oversample
+        sampled, result, extra_metrics = rollout.select_groups(sampled, result, n=n, keep=keep)
+        future = concurrent.futures.Future()
+        future.set_result((result, t_score, t_reward))
     rows = sampled.rows
     num_mb = config.rollout.prompts_per_batch // g.minibatch_prompts
     mb_rows = len(sampled.records) // num_mb
@@ -346,8 +362,14 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
         minibatches.append((sl, mb))
     result, t_score, t_reward = future.result()
     t_wait = time.time()
+    shaping = rollout.overlong_shaping(
+        sampled.lengths, sampled.finished, mode=g.overlong,
+        max_new_tokens=config.rollout.max_new_tokens, buffer=g.overlong_buffer,
+        penalty=g.overlong_penalty,
+    )  # fmt: skip
     adv, row_w = rollout.advantages(result, sampled.prompt_weight, n=n, std=g.std, eps=g.eps,
-                                    filter_zero_variance=g.filter_zero_variance)  # fmt: skip
+                                    filter_zero_variance=g.filter_zero_variance,
+                                    shaping=shaping)  # fmt: skip
     step_metrics = []
     for _ in range(g.ppo_epochs):
         for sl, mb in minibatches:
@@ -366,6 +388,8 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
         renamed.get(k, f"train/{k}"): v for k, v in upd.items() if k not in ("step", "is_finite")
     }
     row.update(rollout.batch_metrics(sampled, result, n=n))
+    row.update(extra_metrics)
+    row["reward/overlong_penalty"] = float(np.mean(shaping[0]))  # 0 unless grpo.overlong=penalty
     row.update({
         "time/sample": sampled.seconds, "time/reward": t_reward,
         "time/verify": t_reward - t_score, "time/score": t_score,
