@@ -83,28 +83,30 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-# The PNG's panels: title -> the metric keys (a trailing "*" takes every key with that prefix).
+# The PNG's panels: (title, metric keys (a trailing "*" takes every key with that prefix),
+# smoothed: a trailing moving mean, for the noisy per-batch rollout figures).
 PANELS = (
-    ("rollout reward per curriculum level (moving mean of 5 steps)", ("rate/reward/level/*",)),
-    ("held-out pass rate", ("eval/constraint_pass_rate", "eval/prompt_pass_rate")),
-    ("uniform groups and entropy", ("reward/zero_var_frac", "train/entropy_mean")),
-)
+    ("rollout reward per curriculum level (moving mean of 5 steps)", ("rate/reward/level/*",),
+     True),
+    ("held-out pass rate", ("eval/constraint_pass_rate", "eval/prompt_pass_rate"), False),
+    ("uniform groups and entropy", ("reward/zero_var_frac", "train/entropy_mean"), False),
+)  # fmt: skip
 SMOOTH = 5
 
 
 def plot_series(rows: list[dict], panels=PANELS, smooth: int = SMOOTH) -> dict:
-    """{panel title: {key: (steps, values)}}: what `plot` draws. Rollout keys (the first panel)
-    are a trailing moving mean over `smooth` logged steps, so a rising curve shows through the
-    batch-to-batch noise; held-out keys are drawn as logged."""
+    """{panel title: {key: (steps, values)}}: what `plot` draws. Smoothed panels' keys are a
+    trailing moving mean over `smooth` logged steps, so a rising curve shows through the
+    batch-to-batch noise; the others (held-out rates) are drawn as logged."""
     out = {}
-    for i, (title, keys) in enumerate(panels):
+    for title, keys, smoothed in panels:
         names = sorted({k for r in rows for k in r if any(
             k.startswith(p[:-1]) if p.endswith("*") else k == p for p in keys)})  # fmt: skip
         series = {}
         for name in names:
             pts = [(r["step"], r[name]) for r in rows if name in r]
             xs, ys = map(np.asarray, zip(*pts))
-            if i == 0 and smooth > 1:
+            if smoothed and smooth > 1:
                 c = np.cumsum(np.insert(ys.astype(np.float64), 0, 0.0))
                 lo = np.maximum(np.arange(1, len(ys) + 1) - smooth, 0)
                 ys = (c[1:] - c[lo]) / (np.arange(1, len(ys) + 1) - lo)

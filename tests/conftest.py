@@ -58,3 +58,19 @@ def pytest_timeout_set_timer(item, settings):
 @pytest.hookimpl(tryfirst=True)
 def pytest_timeout_cancel_timer(item):
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def sampler_calls(monkeypatch):
+    """Records (prompts, num_samples) of every sampling.generate call of the test."""
+    from ifrl_jax import sampling
+
+    calls = []
+    real = sampling.generate
+
+    def spy(cfg, params, ids, mask, **kw):
+        calls.append((ids.shape[0], kw["num_samples"]))
+        return real(cfg, params, ids, mask, **kw)
+
+    monkeypatch.setattr(sampling, "generate", spy)
+    return calls

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from ifrl_jax import metrics, rewards, rollout, sampling
+from ifrl_jax import metrics, rewards, rollout
 from ifrl_jax.jobs import grpo
 from tests.tiny_train_config import tiny_config
 
@@ -86,20 +86,12 @@ def test_dynamic_sampling_keeps_informative_groups_in_batch_order(keep, groups_k
     assert m["rollout/informative_frac"] == pytest.approx(informative)
 
 
-def test_oversample_samples_more_prompts_and_trains_on_the_batch_size(tmp_path, monkeypatch):
-    calls = []
-    real = sampling.generate
-
-    def spy(cfg, params, ids, mask, **kw):
-        calls.append((ids.shape[0], kw["num_samples"]))
-        return real(cfg, params, ids, mask, **kw)
-
-    monkeypatch.setattr(sampling, "generate", spy)
+def test_oversample_samples_more_prompts_and_trains_on_the_batch_size(tmp_path, sampler_calls):
     overrides = {"train.steps": 1, "sft.steps": 0, "grpo.oversample": 3,
                  "grpo.overlong": "penalty", "grpo.overlong_buffer": 4,
                  "grpo.overlong_penalty": 2.0}  # fmt: skip
     grpo.run(tiny_config(tmp_path, **overrides))
-    assert [c for c in calls if c[1] == 2] == [(12, 2)]  # 3 x 4 prompts, 2 responses each
+    assert [c for c in sampler_calls if c[1] == 2] == [(12, 2)]  # 3 x 4 prompts, 2 responses each
     with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
         (row,) = [r for r in map(json.loads, f) if "reward/mean" in r]
     # Each update saw a mini-batch of 2 kept prompts x 2 responses x at most 8 tokens.

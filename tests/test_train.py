@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import transformers
 
-from ifrl_jax import sampling
 from ifrl_jax.jobs import grpo
 from tests.tiny_train_config import tiny_config
 
@@ -118,15 +117,7 @@ def test_sample_prompts_that_do_not_split_over_the_mesh_names_both(tmp_path):
         grpo.run(tiny_config(tmp_path, **{"rollout.sample_prompts": 2}))
 
 
-def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, monkeypatch):
-    calls = []
-    real = sampling.generate
-
-    def spy(cfg, params, ids, mask, **kw):
-        calls.append((ids.shape[0], kw["num_samples"]))
-        return real(cfg, params, ids, mask, **kw)
-
-    monkeypatch.setattr(sampling, "generate", spy)
+def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, sampler_calls):
     # Sampled at temperature 0.7 with top-p: the trainer's old log-probs (the same params) are
     # those of the distribution the sampler recorded, so the logged mismatch is ~0.
     overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
@@ -134,7 +125,7 @@ def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, m
                  "rollout.temperature": 0.7, "rollout.top_p": 0.9, "grpo.tis_cap": 2.0,
                  "train.eval_ifbench": 6}  # fmt: skip
     summary = grpo.run(tiny_config(tmp_path, **overrides))
-    rollout_calls = [c for c in calls if c[1] == 2]  # evaluation samples 1 response per prompt
+    rollout_calls = [c for c in sampler_calls if c[1] == 2]  # evaluation: 1 response a prompt
     assert rollout_calls == [(4, 2), (4, 2)]  # 8 prompts -> two calls of 4, 2 responses each
     (row,) = [r for r in _rows(tmp_path) if "reward/mean" in r]
     assert summary["steps"] == 1 and np.isfinite(row["reward/mean"])

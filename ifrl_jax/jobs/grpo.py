@@ -13,7 +13,6 @@ Everything that can break the run on bad input is checked in `validate` before c
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import shutil
@@ -340,14 +339,13 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
     the ppo_epochs x mini-batch updates of one sampled batch; returns (state, metrics row)."""
     g, n = config.grpo, config.rollout.n
     t_reward0 = time.time()
-    future = scorer.submit(sampled.records, sampled.texts)
+    scored = scorer.submit(sampled.records, sampled.texts).result  # awaited after the passes
     extra_metrics = {}
     if g.oversample > 1:  # dynamic sampling: rewards first, then the informative groups
-        result, t_score, t_reward = future.result()
+        result, t_score, t_reward = scored()
         keep = len(sampled.records) // n // g.oversample
         sampled, result, extra_metrics = rollout.select_groups(sampled, result, n=n, keep=keep)
-        future = concurrent.futures.Future()
-        future.set_result((result, t_score, t_reward))
+        scored = lambda: (result, t_score, t_reward)
     rows = sampled.rows
     num_mb = config.rollout.prompts_per_batch // g.minibatch_prompts
     mb_rows = len(sampled.records) // num_mb
@@ -360,7 +358,7 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
         if g.kl_coef:
             mb["ref_logp"] = logprob_fn(ref_params, mb)
         minibatches.append((sl, mb))
-    result, t_score, t_reward = future.result()
+    result, t_score, t_reward = scored()
     t_wait = time.time()
     shaping = rollout.overlong_shaping(
         sampled.lengths, sampled.finished, mode=g.overlong,
