@@ -1,29 +1,38 @@
 """Hugging Face checkpoints in and out: config.json (4.x and 5.x styles) and safetensors.
 
 The model family (Qwen2 today) comes from config.json's `model_type` / `architectures` through
-`models/registry.py`, which also holds each family's tensor name/layout table. Import reads one
-tensor at a time from memory-mapped files and places it directly in its target sharding
-(`jax.make_array_from_callback`), so peak host memory is about the largest tensor.
+`models/registry.py`, which also holds each family's tensor name/layout table.
+Import reads one tensor at a time from memory-mapped files and places it directly in its target
+sharding (`jax.make_array_from_callback`); a scanned param ([L, ...]) is allocated on the devices
+in its final sharding and filled one layer at a time (a donated, jitted update), so peak host
+memory is about one layer's tensor, never all layers of a weight stacked.
+Export plans every file and header from the params' shapes, then fetches one tensor (one layer
+slice of a scanned param, sliced on the devices) at a time and streams its bytes into the open
+file, so peak host memory is about one layer slice (converted copies included).
 Layouts: HF Linear weights are [out, in]; ours are kernels [in, out] with heads split out
 (q_proj [D, N, H], o_proj [N, H, D]).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ifrl_jax.models import api, registry
 from ifrl_jax.models.config import ModelConfig
-from ifrl_jax.models.safetensors_io import SafetensorsFile, write
+from ifrl_jax.models.safetensors_io import SafetensorsFile, Writer
 
 _NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 # Buffers some exporters include; not parameters.
@@ -216,29 +225,70 @@ def load_hf(
     params: dict = {}
     for fpath, (names, to_flax, _, scanned) in plan.items():
         target = _leaf(abstract, fpath)
+        target_sharding = None if shardings is None else _leaf(shardings, fpath)
 
         def convert(name, to_flax=to_flax):
             arr = to_flax(tensors[name].get(name), cfg)
             return np.asarray(arr, dtype=np_dtype)
 
         if scanned:
-            host = np.stack([convert(n) for n in names])
+            arr = _load_scanned(path, names, convert, target, target_sharding)
         else:
             host = convert(names[0])
-        if host.shape != target.shape:
-            raise ValueError(
-                f"{path}: tensor {names[0]!r} converts to shape {host.shape}, expected "
-                f"{target.shape} from config.json"
-            )
-        if shardings is None:
-            arr = jax.device_put(host)
-        else:
-            arr = jax.make_array_from_callback(
-                host.shape, _leaf(shardings, fpath), lambda i, h=host: h[i]
-            )
+            _check_shape(path, names[0], host.shape, target.shape)
+            arr = _place(host, target_sharding)
+            del host
         _set(params, fpath, arr)
-        del host
     return cfg, params
+
+
+def _check_shape(path, name, got, want) -> None:
+    if got != want:
+        raise ValueError(
+            f"{path}: tensor {name!r} converts to shape {got}, expected {want} from config.json"
+        )
+
+
+def _place(host: np.ndarray, sharding) -> jax.Array:
+    """A host array on the devices: in `sharding`, or (None) on the default device."""
+    if sharding is None:
+        return jax.device_put(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+
+@functools.cache
+def _stack_fns(sharding):
+    """(zeros(shape, dtype), set_layer(stack, x, i)) jitted into `sharding`; the stack donated."""
+    kw = {} if sharding is None else {"out_shardings": sharding}
+    zeros = jax.jit(jnp.zeros, static_argnums=(0, 1), **kw)
+    set_layer = jax.jit(
+        lambda stack, x, i: jax.lax.dynamic_update_index_in_dim(stack, x, i, 0),
+        donate_argnums=0,
+        **kw,
+    )
+    return zeros, set_layer
+
+
+def _load_scanned(path, names, convert, target, sharding) -> jax.Array:
+    """A scanned param [L, ...] filled on the devices one layer at a time (one layer on the host).
+
+    Each layer is placed with `sharding` minus its leading layer axis and written into its slot
+    of the stack, which is allocated once in `sharding` and donated at every update.
+    """
+    host = convert(names[0])
+    _check_shape(path, names[0], (len(names),) + host.shape, target.shape)
+    layer_sharding = None
+    if sharding is not None:
+        layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    zeros, set_layer = _stack_fns(sharding)
+    stack = zeros(target.shape, np.dtype(target.dtype))
+    for i, name in enumerate(names):
+        if i:
+            host = convert(name)
+            _check_shape(path, name, host.shape, target.shape[1:])
+        stack = set_layer(stack, _place(host, layer_sharding), i)
+        del host
+    return stack
 
 
 def _leaf(tree, path):
@@ -250,10 +300,44 @@ def _leaf(tree, path):
 # --- export -------------------------------------------------------------------------------------
 
 
+def _take_layer(x, i: int):
+    """x[i] of a scanned param, sliced where x lives (on the devices for a jax.Array)."""
+    if isinstance(x, jax.Array):
+        return _TAKE_LAYER(x, i)
+    return x[i]
+
+
+_TAKE_LAYER = jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False))
+
+
 def _to_host(x) -> np.ndarray:
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(jax.device_get(x))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _export_plan(cfg: ModelConfig, params: dict, np_dtype, max_shard_bytes: int) -> list[list]:
+    """Every output tensor from the params' shapes alone, in file order, split into shard files.
+
+    Returns:
+      shards, each a list of (HF name, flax path, layer index or None, to_hf, HF shape).
+    """
+    entries = []
+    for fpath, (names, _, to_hf, scanned) in _plan(cfg, params).items():
+        x = _leaf(params, fpath)
+        one = jax.ShapeDtypeStruct(x.shape[1:] if scanned else x.shape, x.dtype)
+        shape = tuple(jax.eval_shape(lambda a, f=to_hf: f(a, cfg), one).shape)
+        entries += [(n, fpath, i if scanned else None, to_hf, shape) for i, n in enumerate(names)]
+    shards: list[list] = [[]]
+    size = 0
+    for e in entries:
+        nbytes = math.prod(e[4]) * np.dtype(np_dtype).itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += nbytes
+    return shards
 
 
 def save_hf(
@@ -266,40 +350,44 @@ def save_hf(
 ) -> None:
     """Writes a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
-    Tensors are fetched one at a time (gathered across hosts); process 0 writes. Files above
-    `max_shard_bytes` are split into `model-0000i-of-0000n.safetensors` plus an index.
+    Streams: the files and their headers are planned from the params' shapes, then one tensor
+    at a time (one layer `x[l]` of a scanned param, sliced on the devices) is fetched, converted
+    and written at its place in the open file; only process 0 writes, and peak host memory is
+    about one layer slice. A param that is not fully addressable (multi-host) is gathered one
+    layer slice at a time with `process_allgather`, in which every process takes part (and so
+    holds that slice for a moment); fully addressable ones are fetched by process 0 alone.
+    Files above `max_shard_bytes` are split into `model-0000i-of-0000n.safetensors` plus an
+    index.
     """
     dtype = dtype or cfg.param_dtype
     np_dtype = _NP_DTYPES[dtype]
     write_here = jax.process_index() == 0
-    out: list[tuple[str, np.ndarray]] = []
-    for fpath, (names, _, to_hf, scanned) in _plan(cfg, params).items():
-        host = _to_host(_leaf(params, fpath))
-        layers = list(host) if scanned else [host]
-        for name, arr in zip(names, layers):
-            out.append((name, np.ascontiguousarray(to_hf(arr, cfg)).astype(np_dtype)))
-    if not write_here:
+    shards = _export_plan(cfg, params, np_dtype, max_shard_bytes)
+    if write_here:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(config_to_hf(cfg, dtype=dtype), f, indent=2)
+    files = ["model.safetensors"]
+    if len(shards) > 1:
+        files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for fn, shard in zip(files, shards):
+        specs = [(name, np_dtype, shape) for name, _, _, _, shape in shard]
+        out = Writer(os.path.join(path, fn), specs) if write_here else contextlib.nullcontext()
+        with out as writer:
+            for name, fpath, layer, to_hf, _ in shard:
+                x = _leaf(params, fpath)
+                if writer is None and getattr(x, "is_fully_addressable", True):
+                    continue  # nothing to gather: process 0 fetches it alone
+                host = _to_host(x if layer is None else _take_layer(x, layer))
+                if writer is not None:
+                    arr = np.ascontiguousarray(to_hf(host, cfg)).astype(np_dtype, copy=False)
+                    writer.add(name, arr)
+                del host
+    if not write_here or len(shards) == 1:
         return
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config_to_hf(cfg, dtype=dtype), f, indent=2)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, arr in out:
-        if shards[-1] and size + arr.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = arr
-        size += arr.nbytes
-    if len(shards) == 1:
-        write(os.path.join(path, "model.safetensors"), shards[0])
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        write(os.path.join(path, fn), shard)
-        weight_map.update({name: fn for name in shard})
-    index = {"metadata": {"total_size": sum(a.nbytes for _, a in out)}, "weight_map": weight_map}
+    weight_map = {e[0]: fn for fn, shard in zip(files, shards) for e in shard}
+    total = sum(math.prod(e[4]) for shard in shards for e in shard) * np.dtype(np_dtype).itemsize
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
         json.dump(index, f, indent=2)
     logging.info("wrote %d shards to %s", len(shards), path)
