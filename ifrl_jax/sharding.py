@@ -36,6 +36,7 @@ def _rules(**kw) -> Rules:
         "mlp": None,
         "layers": None,
         "labels": None,
+        "lora": None,  # a LoRA adapter's rank axis (its other axis follows the base weight's)
         "act_batch": _BATCH,
         "act_seq": None,
         "act_embed": None,

@@ -29,7 +29,7 @@ import optax
 from jax.sharding import Mesh
 
 from ifrl_jax import models, sharding
-from ifrl_jax.models import ModelConfig
+from ifrl_jax.models import ModelConfig, lora
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -57,11 +57,33 @@ class OptimConfig:
 
 @flax.struct.dataclass
 class TrainState:
-    """Params, optimizer state and the update counter: a plain pytree."""
+    """Params, optimizer state and the update counter: a plain pytree.
+
+    With LoRA (`models.lora`) only the adapters (and a classifier's head) train: `opt_state`
+    and `master` cover those; the base weights in `params` pass through each update unchanged.
+    When the trainable params are held in a 16-bit dtype (model.param_dtype="bfloat16"),
+    `master` is their float32 copy: the optimizer updates it and `params` is its rounding, so
+    updates below bf16's resolution accumulate instead of vanishing.
+    """
 
     params: dict
     opt_state: optax.OptState
     step: Array  # [] int32, number of updates applied
+    master: dict | None = None  # float32 copy of the trainable params, or None (they are fp32)
+
+
+def trainable(model: ModelConfig | None, tree: dict) -> tuple[dict, dict]:
+    """(trainable, frozen) parts of a param-shaped tree: everything trains without LoRA."""
+    return (tree, {}) if model is None else lora.split(model, tree)
+
+
+def needs_master(tree) -> bool:
+    """Whether a float32 master copy is kept: some trainable param is not float32."""
+    return any(x.dtype != jnp.float32 for x in jax.tree.leaves(tree))
+
+
+def _as_f32(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), tree)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,20 +149,26 @@ def make_optimizer(c: OptimConfig) -> optax.GradientTransformation:
 def state_shardings(
     model: ModelConfig, optim: OptimConfig, mesh: Mesh, rules: str | sharding.Rules
 ) -> TrainState:
-    """NamedShardings of a TrainState: the params' shardings for params and Adam moments."""
+    """NamedShardings of a TrainState: Adam moments and the master copy are sharded like the
+    (trainable) params they belong to."""
     param_sh = models.param_shardings(model, mesh, rules)
+    train_sh, _ = trainable(model, param_sh)
+    train_abs, _ = trainable(model, models.abstract_params(model))
+    master = needs_master(train_abs)
     optimizer = make_optimizer(optim)
-    abstract_opt = jax.eval_shape(optimizer.init, models.abstract_params(model))
+    abstract_opt = jax.eval_shape(optimizer.init, _as_f32(train_abs) if master else train_abs)
     rep = sharding.replicated(mesh)
     opt_sh = optax.tree_map_params(
-        optimizer, lambda _, s: s, abstract_opt, param_sh, transform_non_params=lambda _: rep
+        optimizer, lambda _, s: s, abstract_opt, train_sh, transform_non_params=lambda _: rep
     )
-    return TrainState(params=param_sh, opt_state=opt_sh, step=rep)
+    return TrainState(params=param_sh, opt_state=opt_sh, step=rep,
+                      master=train_sh if master else None)  # fmt: skip
 
 
 def init_state(
-    params: dict, *, optim: OptimConfig, shardings: TrainState | None = None
-) -> TrainState:
+    params: dict, *, optim: OptimConfig, shardings: TrainState | None = None,
+    model: ModelConfig | None = None,
+) -> TrainState:  # fmt: skip
     """Wraps params into a TrainState with fresh optimizer state and step 0.
 
     Args:
@@ -148,9 +176,17 @@ def init_state(
       optim: the optimizer config.
       shardings: `step_fn.state_shardings` to place the optimizer state like the params; None:
         default placement (single device).
+      model: the params' config; needed with LoRA (only the adapters get optimizer state).
     """
     optimizer = make_optimizer(optim)
-    fn = lambda p: TrainState(params=p, opt_state=optimizer.init(p), step=jnp.zeros((), jnp.int32))
+
+    def fn(p):
+        train, _ = trainable(model, p)
+        master = jax.tree.map(lambda x: x.astype(jnp.float32), train) if needs_master(train) else None
+        opt_state = optimizer.init(train if master is None else master)
+        return TrainState(params=p, opt_state=opt_state, step=jnp.zeros((), jnp.int32),
+                          master=master)  # fmt: skip
+
     if shardings is None:
         return jax.jit(fn)(params)
     return jax.jit(fn, in_shardings=(shardings.params,), out_shardings=shardings)(params)
@@ -192,9 +228,12 @@ _AUX_INIT = {"_max": -jnp.inf, "_min": jnp.inf}  # identities of merge_aux's max
 
 def loss_and_grads(
     loss_fn: LossFn, params: dict, batch: Batch, *, micro_batches: int = 1,
-    denominators_fn: Callable[[Batch], Any] | None = None,
+    denominators_fn: Callable[[Batch], Any] | None = None, dropout_key: Array | None = None,
 ) -> tuple[Array, dict[str, Array], dict]:  # fmt: skip
     """Full-batch loss, aux and float32 gradients, accumulated over `micro_batches`.
+
+    dropout_key: when given, the loss runs with it as the model's dropout rng (folded with the
+    micro-batch index).
 
     Returns:
       (loss [], aux dict of scalars, grads with the params' structure in float32).
@@ -202,24 +241,32 @@ def loss_and_grads(
     m = micro_batches
     check_micro_batches(jax.tree.leaves(batch)[0].shape[0], m)
     dens = denominators_fn(batch) if denominators_fn is not None else None
-    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, dens), has_aux=True)
+
+    def loss_of(p, b, i):
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+        with models.dropout_rng(key):
+            return loss_fn(p, b, dens)
+
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     f32 = lambda g: jax.tree.map(lambda x: x.astype(jnp.float32), g)
     if m == 1:
-        (loss, aux), grads = grad_fn(params, batch)
+        (loss, aux), grads = grad_fn(params, batch, 0)
         return loss, aux, f32(grads)
 
-    def body(carry, mb):
+    def body(carry, xs):
         loss_acc, aux_acc, g_acc = carry
-        (loss_i, aux_i), g = grad_fn(params, mb)
+        mb, i = xs
+        (loss_i, aux_i), g = grad_fn(params, mb, i)
         g_acc = jax.tree.map(jnp.add, g_acc, f32(g))
         return (loss_acc + loss_i, merge_aux(aux_acc, aux_i), g_acc), None
 
     mbs = split_micro(batch, m)
     first = jax.tree.map(lambda x: x[0], mbs)
-    aux_keys = jax.eval_shape(grad_fn, params, first)[0][1]
+    aux_keys = jax.eval_shape(grad_fn, params, first, 0)[0][1]
     aux0 = {k: jnp.full((), _AUX_INIT.get(k[-4:], 0.0)) for k in aux_keys}
     g0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    (loss, aux, grads), _ = jax.lax.scan(body, (jnp.zeros(()), aux0, g0), mbs)
+    xs = (mbs, jnp.arange(m))
+    (loss, aux, grads), _ = jax.lax.scan(body, (jnp.zeros(()), aux0, g0), xs)
     return loss, aux, grads
 
 
@@ -231,22 +278,36 @@ def loss_and_grads(
 def update(
     state: TrainState, batch: Batch, *, loss_fn: LossFn, optim: OptimConfig,
     micro_batches: int = 1, denominators_fn: Callable[[Batch], Any] | None = None,
+    model: ModelConfig | None = None,
 ) -> tuple[TrainState, dict]:  # fmt: skip
     """One optimizer update; a non-finite loss or gradient leaves the state unchanged.
+
+    Gradients are taken of the trainable params only (with LoRA: the adapters; the frozen base
+    is closed over). With `state.master`, the optimizer steps the float32 master and the params
+    are its rounding. With model.lora_dropout, the loss runs with a dropout rng derived from
+    the step (deterministic, so a resumed run draws the same masks).
 
     Returns:
       (new state, metrics: the loss's aux plus loss, grad_norm, lr, is_finite, step).
     """
+    train, frozen = trainable(model, state.params)
+    dropout = model is not None and model.lora_dropout > 0
+    key = jax.random.fold_in(jax.random.key(0), state.step) if dropout else None
     loss, aux, grads = loss_and_grads(
-        loss_fn, state.params, batch, micro_batches=micro_batches, denominators_fn=denominators_fn
-    )
+        lambda p, b, d: loss_fn(lora.combine(p, frozen), b, d), train, batch,
+        micro_batches=micro_batches, denominators_fn=denominators_fn, dropout_key=key,
+    )  # fmt: skip
     grad_norm = optax.tree.norm(grads)
     is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = make_optimizer(optim).update(grads, state.opt_state, state.params)
+    ref = train if state.master is None else state.master
+    updates, opt_state = make_optimizer(optim).update(grads, state.opt_state, ref)
+    new_ref = optax.apply_updates(ref, updates)
+    new_train = jax.tree.map(lambda n, o: n.astype(o.dtype), new_ref, train)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, old)
     new = TrainState(
-        params=optax.apply_updates(state.params, updates), opt_state=opt_state, step=state.step + 1
-    )
-    new = jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, state)
+        params=lora.combine(keep(new_train, train), frozen), opt_state=keep(opt_state, state.opt_state),
+        step=jnp.where(is_finite, state.step + 1, state.step), master=None if state.master is None else keep(new_ref, state.master),
+    )  # fmt: skip
     metrics = dict(
         aux, loss=loss, grad_norm=grad_norm, lr=make_schedule(optim)(state.step),
         is_finite=is_finite, step=state.step,
@@ -278,7 +339,7 @@ def make_update(
     rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
     state_sh = state_shardings(model, optim, mesh, rules)
     kw = dict(loss_fn=loss_fn, optim=optim, micro_batches=micro_batches,
-              denominators_fn=denominators_fn)  # fmt: skip
+              denominators_fn=denominators_fn, model=model)  # fmt: skip
 
     def fn(state, batch):
         with sharding.activation_sharding(mesh, rules):  # tracing happens inside

@@ -5,7 +5,10 @@ Letters as in `qwen2.py`: B batch, T length, D model dim, V vocab.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax
@@ -24,6 +27,17 @@ Params = dict
 def positions_from_mask(mask: jax.Array) -> jax.Array:
     """Positions [B, T] for left-padded rows: 0 at the first real token, 0 on padding."""
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def check_backend(cfg: ModelConfig, devices=None) -> None:
+    """ValueError where the devices cannot run cfg's dtypes: bf16 on a GPU older than Ampere
+    (compute capability < 8.0; TPUs and CPUs run it)."""
+    wanted = {cfg.param_dtype, cfg.dtype} & {"bfloat16"}
+    for d in devices if devices is not None else jax.devices():
+        cc = getattr(d, "compute_capability", None)
+        if wanted and d.platform == "gpu" and cc is not None and float(cc) < 8.0:
+            raise ValueError(f"bfloat16 needs a GPU of compute capability >= 8.0 (Ampere); "
+                             f"{d.device_kind} has {cc}: use float32 or float16")  # fmt: skip
 
 
 def module(cfg: ModelConfig) -> nn.Module:
@@ -67,6 +81,22 @@ def init_params(
     return jax.jit(init, out_shardings=param_shardings(cfg, mesh, rules))(rng)
 
 
+_DROPOUT: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar(
+    "ifrl_jax_dropout", default=None
+)
+
+
+@contextlib.contextmanager
+def dropout_rng(key: jax.Array | None) -> Iterator[None]:
+    """Within this context, `apply` passes `key` as the "dropout" rng (LoRA dropout while
+    training: `train_step` sets it around the loss; every other call runs without dropout)."""
+    token = _DROPOUT.set(key)
+    try:
+        yield
+    finally:
+        _DROPOUT.reset(token)
+
+
 def apply(
     cfg: ModelConfig,
     params: Params,
@@ -79,8 +109,10 @@ def apply(
     head: bool = True,
 ):
     """The raw module call: returns (logits or final hidden states, updated cache)."""
+    key = _DROPOUT.get()
+    rngs = {"dropout": key} if key is not None and cfg.lora_dropout else None
     return module(cfg).apply(
-        {"params": params}, input_ids, positions, mask, cache, cache_index, head=head
+        {"params": params}, input_ids, positions, mask, cache, cache_index, head=head, rngs=rngs
     )
 
 

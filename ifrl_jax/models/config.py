@@ -9,6 +9,8 @@ import jax.numpy as jnp
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# The projections LoRA can adapt (HF module names); "all" in a config means every one of them.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,12 @@ class ModelConfig:
     scan_layers: bool = False
     attention_impl: str = "auto"  # "auto" | "xla" | "cudnn"
     family: str = "qwen2"  # registry key and HF model_type
+    # LoRA (models/lora.py): rank 0 = off; adapters on the `lora_targets` projections, scaled
+    # by lora_alpha / lora_rank; lora_dropout on the adapters' input while training.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         for name in ("param_dtype", "dtype"):
@@ -51,10 +59,38 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.attention_impl={self.attention_impl!r}: use one of {ATTENTION_IMPLS}"
             )
+        if self.lora_rank:
+            self._check_lora()
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
             )
+
+    def lora_dims(self, target: str) -> tuple[int, int]:
+        """(in features, out features) of a LoRA target projection (heads flattened)."""
+        d, f = self.hidden_size, self.intermediate_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+                "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}[target]  # fmt: skip
+
+    def _check_lora(self) -> None:
+        if not self.lora_targets:
+            raise ValueError(f"ModelConfig.lora_targets is empty: name some of {LORA_TARGETS}")
+        for t in self.lora_targets:
+            if t not in LORA_TARGETS:
+                raise ValueError(f"ModelConfig.lora_targets: {t!r} names no module; use {LORA_TARGETS}")
+            width = min(self.lora_dims(t))
+            if not 0 < self.lora_rank <= width:
+                raise ValueError(f"ModelConfig.lora_rank={self.lora_rank} is above the width "
+                                 f"{width} of {t} (or not positive)")  # fmt: skip
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"ModelConfig.lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if self.lora_alpha <= 0:
+            raise ValueError(f"ModelConfig.lora_alpha={self.lora_alpha}: must be > 0")
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
     @property
     def jnp_dtype(self):

@@ -72,7 +72,29 @@ class Linear(nn.Module):
                 "bias", _init(bias_axes, nn.initializers.zeros), self.features, cfg.jnp_param_dtype
             )
             y = y + bias.astype(cfg.jnp_dtype)
+        if cfg.lora_rank and self.name in cfg.lora_targets:
+            y = y + self._lora(x, dense)
         return y
+
+    def _lora(self, x: jax.Array, dense) -> jax.Array:
+        """The adapter's term (alpha / r) * dropout(x) @ lora_a @ lora_b (models/lora.py).
+
+        lora_a [*in, r] starts as PEFT's (kaiming-uniform), lora_b [r, *out] at zero, so a new
+        adapter leaves the output exactly unchanged. Dropout only where the caller provides a
+        "dropout" rng (training); sampling and log-prob passes are deterministic.
+        """
+        cfg, n_in = self.cfg, self.in_ndim
+        init_a = nn.initializers.variance_scaling(
+            1 / 3, "fan_in", "uniform", in_axis=tuple(range(n_in)), out_axis=-1
+        )
+        a = self.param("lora_a", _init((*self.axes[:n_in], "lora"), init_a),
+                       x.shape[-n_in:] + (cfg.lora_rank,), cfg.jnp_param_dtype)  # fmt: skip
+        b = self.param("lora_b", _init(("lora", *self.axes[n_in:]), nn.initializers.zeros),
+                       (cfg.lora_rank, *self.features), cfg.jnp_param_dtype)  # fmt: skip
+        if cfg.lora_dropout and self.has_rng("dropout"):
+            x = nn.Dropout(cfg.lora_dropout, deterministic=False)(x)
+        xa = dense(x, a.astype(cfg.jnp_dtype), n_in)
+        return dense(xa, b.astype(cfg.jnp_dtype) * jnp.asarray(cfg.lora_scale, cfg.jnp_dtype), 1)
 
 
 class RMSNorm(nn.Module):
@@ -253,7 +275,7 @@ class Qwen2(nn.Module):
             scanned = nn.scan(
                 layer_cls,
                 variable_axes={"params": 0},
-                split_rngs={"params": True},
+                split_rngs={"params": True, "dropout": True},
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
