@@ -25,6 +25,12 @@ def base() -> ml_collections.ConfigDict:
     c.model.remat = "full"
     c.model.scan_layers = True
     c.model.attention_impl = "auto"
+    # LoRA on the GRPO policy (rank 0 = full fine-tuning): adapters on `targets` (HF module
+    # names, or "all" = q/k/v/o and gate/up/down), scaled by alpha / rank; the KL reference is
+    # the base with the adapters off; the export is merged, plus the adapters in PEFT's layout.
+    c.model.lora = ml_collections.ConfigDict(
+        {"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": ("all",)}
+    )
 
     c.data = ml_collections.ConfigDict()
     c.data.train = ""  # comma-separated JSONL/Parquet; "" = the shipped tiny instruction set

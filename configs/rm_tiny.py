@@ -33,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "tiny"
     c.init_from = ""
     c.tokenizer = ""  # empty: ifrl_jax/assets/tokenizer_tiny
+    # LoRA on the RM (rank 0 = full fine-tuning): the adapters and the new `score` head train.
+    c.lora = ml_collections.ConfigDict(
+        {"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": ("all",)}
+    )
     # Input: upstream tokenizes the template as plain text (no chat template).
     c.max_len = 256
     c.truncation = "middle"  # reward_model.TRUNCATIONS

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from ifrl_jax import models, sharding
 from ifrl_jax.errors import UserError
-from ifrl_jax.models import ModelConfig
+from ifrl_jax.models import ModelConfig, lora
 
 
 class Checkpointer:
@@ -189,6 +189,13 @@ def _restore_run_params(path: str, preset: str, fields: dict, mesh, rules):
     shapes = _saved_param_shapes(state_dir)
     fields["scan_layers"] = "layers" in shapes
     cfg = _run_model_config(run_workdir(state_dir), preset, **fields)
+    if lora.has_adapters(shapes):  # a LoRA run: its settings sit beside the checkpoints
+        settings = os.path.join(run_workdir(state_dir), lora.SETTINGS_FILE)
+        if not os.path.exists(settings):
+            raise UserError(f"--checkpoint={path}: the params hold LoRA adapters but "
+                            f"{settings} (their rank, alpha, targets) is missing")  # fmt: skip
+        with open(settings) as f:
+            cfg = lora.configure(cfg, **json.load(f))
     abstract = models.abstract_params(cfg)
     want = {k: tuple(a.shape) for k, a in jax.tree_util.tree_leaves_with_path(abstract)}
     saved = dict(jax.tree_util.tree_leaves_with_path(shapes, is_leaf=lambda x: type(x) is tuple))

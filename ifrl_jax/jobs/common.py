@@ -9,6 +9,10 @@ from typing import Any
 
 import jax
 
+from ifrl_jax import models
+from ifrl_jax.errors import ConfigError
+from ifrl_jax.models import lora
+
 
 def from_section(cls, section, *, skip: tuple[str, ...] = (), **overrides):
     """`cls(...)` (a dataclass) from the config keys named like its fields (but `skip`), plus
@@ -44,3 +48,25 @@ def mark_done(directory: str) -> None:
 
 def is_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, "DONE"))
+
+
+def with_lora(cfg, section, key: str):
+    """cfg with the LoRA of a config section ({rank, alpha, dropout, targets}; rank 0 = none);
+    a bad setting is a ConfigError naming `<key>.<field>`."""
+    try:
+        return lora.configure(cfg, rank=section.rank, alpha=section.alpha,
+                              dropout=section.dropout, targets=tuple(section.targets))  # fmt: skip
+    except ValueError as e:
+        field = next((f for f in ("targets", "rank", "dropout", "alpha") if f"lora_{f}" in str(e)),
+                     "rank")  # fmt: skip
+        raise ConfigError(f"{key}.{field}", section[field], str(e).split(": ", 1)[-1]) from None
+
+
+def check_backend(section, key: str) -> None:
+    """models.check_backend of a model section's param_dtype and dtype, as a ConfigError
+    naming `<key>.dtype` or `<key>.param_dtype`."""
+    for field in ("param_dtype", "dtype"):
+        try:
+            models.check_backend([section[field]])
+        except ValueError as e:
+            raise ConfigError(f"{key}.{field}", section[field], str(e)) from None

@@ -41,7 +41,7 @@ from ifrl_jax import train_step as ts
 from ifrl_jax.errors import ConfigError, require
 from ifrl_jax.jobs import common, pipeline, warm_start
 from ifrl_jax.models import config as model_config
-from ifrl_jax.models import hf
+from ifrl_jax.models import hf, lora
 
 ASSETS = warm_start.ASSETS
 
@@ -67,6 +67,12 @@ def validate(config) -> None:
     need(g.overlong in rollout.OVERLONG, "grpo.overlong", f"use one of {list(rollout.OVERLONG)}")
     need(g.overlong != "penalty" or 0 < g.overlong_buffer <= r.max_new_tokens,
          "grpo.overlong_buffer", "must be in 1..rollout.max_new_tokens")  # fmt: skip
+    lo = config.model.lora
+    need(isinstance(lo.rank, int) and lo.rank >= 0, "model.lora.rank", "must be an integer >= 0")
+    bad = [t for t in lo.targets if t != "all" and t not in model_config.LORA_TARGETS]
+    need(not (lo.rank and bad), "model.lora.targets",
+         f"{bad} name no module; use {list(model_config.LORA_TARGETS)} or 'all'")  # fmt: skip
+    common.check_backend(config.model, "model")
     need(config.train.eval_ifbench >= -1, "train.eval_ifbench", "use -1 (all), 0 (off) or N")
     rows = g.minibatch_prompts * r.n
     need(rows % g.micro_batches == 0, "grpo.micro_batches",
@@ -181,6 +187,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         param_dtype=m.param_dtype, dtype=m.dtype, mesh=mesh, rules=rules,
         runtime=dict(remat=m.remat, scan_layers=m.scan_layers, attention_impl=m.attention_impl),
     )  # fmt: skip
+    lora_cfg = common.with_lora(cfg, m.lora, "model.lora")  # checked before any compiling
     if cfg.vocab_size < tokenizer.vocab_size:
         raise ConfigError("model", m.preset, f"vocab_size {cfg.vocab_size} is smaller than the "
                           f"tokenizer's {tokenizer.vocab_size} ids ({tokenizer.path})")  # fmt: skip
@@ -216,7 +223,15 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
             config, cfg, params, tokenizer, train_records, mesh, rules, workdir
         )
     g = config.grpo
-    ref_params = jax.tree.map(jax.numpy.copy, params) if g.kl_coef else None
+    if lora_cfg.lora_rank:  # adapters on the warm-started policy; the reference: the base
+        cfg = lora_cfg
+        params = lora.attach(cfg, params, jax.random.fold_in(jax.random.key(config.seed), 2),
+                             mesh=mesh, rules=rules)  # fmt: skip
+        common.write_json(os.path.join(workdir, lora.SETTINGS_FILE), lora.settings(cfg))
+        reference = lambda st: lora.disable(st.params)
+    else:
+        ref_params = jax.tree.map(jax.numpy.copy, params) if g.kl_coef else None
+        reference = lambda st: ref_params
     step_cfg = grpo_step.StepConfig(
         model=cfg, loss=common.from_section(grpo_step.LossConfig, g),
         micro_batches=g.micro_batches, logprob_chunk_size=g.logprob_chunk_size or None,
@@ -228,7 +243,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     optim = common.from_section(ts.OptimConfig, g, skip=("eps",), total_steps=total)
     step_fn = grpo_step.make_step(step_cfg, optim, mesh, rules)
     logprob_fn = grpo_step.make_logprob_fn(step_cfg, mesh, rules)
-    state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings)
+    state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings, model=cfg)
     del params
     start = 0
     restored = ckpt.restore_latest(checkpoint.abstract_like(state))
@@ -259,7 +274,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
                 cfg, state.params, tokenizer, batch, opts=opts, rng=rng, mesh=mesh, rules=rules
             )
             state, row = _update(
-                config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mesh
+                config, state, reference, sampled, scorer, step_fn, logprob_fn, mesh
             )
             done = step + 1
             if done % config.train.eval_every == 0 or done == config.train.steps:
@@ -277,7 +292,10 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     plot = metrics.plot(workdir)
     if config.train.export_hf:
         export = os.path.join(workdir, "hf_final")
-        hf.save_hf(cfg, state.params, export)
+        hf.save_hf(*lora.merge(cfg, state.params), export)  # adapters folded in (if any)
+        if cfg.lora_rank:
+            lora.save_peft(cfg, state.params, os.path.join(workdir, "lora_adapter"),
+                           base_model=m.hf_path)  # fmt: skip
         if jax.process_index() == 0:
             for name in os.listdir(tokenizer.path):
                 shutil.copy(os.path.join(tokenizer.path, name), export)
@@ -334,9 +352,10 @@ def _before(host: dict) -> dict:
     return {v: host[k] for k, v in keys.items() if k in host}
 
 
-def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mesh):
+def _update(config, state, reference, sampled, scorer, step_fn, logprob_fn, mesh):
     """Rewards (in the scorer's thread, overlapped with the log-prob passes), advantages and
-    the ppo_epochs x mini-batch updates of one sampled batch; returns (state, metrics row)."""
+    the ppo_epochs x mini-batch updates of one sampled batch; returns (state, metrics row).
+    reference(state): the KL reference's params (with LoRA: the state's with adapters off)."""
     g, n = config.grpo, config.rollout.n
     t_reward0 = time.time()
     scored = scorer.submit(sampled.records, sampled.texts).result  # awaited after the passes
@@ -356,7 +375,7 @@ def _update(config, state, ref_params, sampled, scorer, step_fn, logprob_fn, mes
         if _updates_per_batch(config) > 1:  # off-policy updates: ratio against the sampler
             mb["old_logp"] = logprob_fn(state.params, mb)
         if g.kl_coef:
-            mb["ref_logp"] = logprob_fn(ref_params, mb)
+            mb["ref_logp"] = logprob_fn(reference(state), mb)
         minibatches.append((sl, mb))
     result, t_score, t_reward = scored()
     t_wait = time.time()

@@ -23,6 +23,7 @@ from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import require
 from ifrl_jax.jobs import common
+from ifrl_jax.models import lora
 
 
 def batch_order(n: int, *, batch_size: int, num_steps: int, seed: int) -> np.ndarray:
@@ -97,12 +98,15 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
         mesh=mesh,
         rules=rules,
     )
+    if "lora" in config and config.lora.rank:  # adapters + the new score head train
+        cfg = common.with_lora(cfg, config.lora, "lora")
+        params = lora.attach(cfg, params, jax.random.key(config.seed), mesh=mesh, rules=rules)
     optim = common.from_section(ts.OptimConfig, config, total_steps=config.num_steps)
     step_fn = ts.make_update(
         lambda p, b, d: reward_model.loss(p, b, d, cfg=cfg), model=cfg, optim=optim, mesh=mesh,
         rules=rules, denominators_fn=reward_model.denominators,
     )  # fmt: skip
-    state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings)
+    state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings, model=cfg)
     encode_kw = dict(max_len=config.max_len, truncation=config.truncation,
                      chat_template=config.chat_template)  # fmt: skip
     meta = {
@@ -152,7 +156,7 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
     if config.export_hf:
         from ifrl_jax import models
 
-        models.save_hf(cfg, state.params, config.export_hf)
+        models.save_hf(*lora.merge(cfg, state.params), config.export_hf)
     summary.update(train_pairs=len(train_rows), train_truncated=int(enc.truncated.sum()),
                    steps=config.num_steps, first_loss=history[0][1] if history else None,
                    last_loss=history[-1][1] if history else None,

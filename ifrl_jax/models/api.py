@@ -29,10 +29,10 @@ def positions_from_mask(mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def check_backend(cfg: ModelConfig, devices=None) -> None:
-    """ValueError where the devices cannot run cfg's dtypes: bf16 on a GPU older than Ampere
-    (compute capability < 8.0; TPUs and CPUs run it)."""
-    wanted = {cfg.param_dtype, cfg.dtype} & {"bfloat16"}
+def check_backend(dtypes, devices=None) -> None:
+    """ValueError where the devices cannot run these dtype names: bf16 on a GPU older than
+    Ampere (compute capability < 8.0; TPUs and CPUs run it)."""
+    wanted = set(dtypes) & {"bfloat16"}
     for d in devices if devices is not None else jax.devices():
         cc = getattr(d, "compute_capability", None)
         if wanted and d.platform == "gpu" and cc is not None and float(cc) < 8.0:

@@ -33,6 +33,20 @@ from ifrl_jax.models.config import LORA_TARGETS, ModelConfig
 from ifrl_jax.models.safetensors_io import write
 
 ADAPTER_KEYS = ("lora_a", "lora_b")
+# A LoRA run's workdir holds its settings here (the exported config.json is the merged model's),
+# so that `checkpoint.load_policy` rebuilds the adapted model from the run's checkpoint.
+SETTINGS_FILE = "lora.json"
+
+
+def settings(cfg: ModelConfig) -> dict:
+    """The LoRA fields of cfg as `configure`'s keyword arguments (JSON-ready)."""
+    return {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+            "targets": list(cfg.lora_targets)}  # fmt: skip
+
+
+def has_adapters(tree: dict) -> bool:
+    """Whether a param-shaped tree holds LoRA adapters."""
+    return any(p[-1] in ADAPTER_KEYS for p in traverse_util.flatten_dict(tree))
 
 
 def configure(
