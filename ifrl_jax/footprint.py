@@ -31,6 +31,9 @@ ACCELERATORS: dict[str, tuple[int, float]] = {
     "a100-40gb": (40 * GiB, 312e12),
     "a100-80gb": (80 * GiB, 312e12),
     "h100-80gb": (80 * GiB, 989e12),
+    "h200-141gb": (141 * GiB, 989e12),
+    "l4-24gb": (24 * GiB, 121e12),
+    "a10-24gb": (24 * GiB, 125e12),
     "tpu-v5e": (16 * GiB, 197e12),
     "tpu-v5p": (95 * GiB, 459e12),
 }
@@ -62,11 +65,11 @@ def bytes_per_device(tree) -> int:
 def abstract_state(
     model: models.ModelConfig, mesh, rules, *, optim: ts.OptimConfig | None = None
 ) -> ts.TrainState:
-    """The TrainState as ShapeDtypeStructs carrying the real shardings (default: AdamW)."""
+    """The TrainState as ShapeDtypeStructs carrying the real shardings (default: AdamW): with
+    LoRA, optimizer state for the adapters only; with 16-bit params, their float32 master."""
     optim = optim or ts.OptimConfig()  # the optimizer's state layout; its numbers do not matter
     params = models.abstract_params(model)
-    opt = jax.eval_shape(ts.make_optimizer(optim).init, params)
-    state = ts.TrainState(params=params, opt_state=opt, step=jax.ShapeDtypeStruct((), jnp.int32))
+    state = jax.eval_shape(lambda p: ts.init_state(p, optim=optim, model=model), params)
     return sharding.with_shardings(state, ts.state_shardings(model, optim, mesh, rules))
 
 
@@ -86,13 +89,16 @@ def abstract_batch(rows: int, seq: int, mesh, *, old_logp: bool, ref_logp: bool)
 def state_bytes(
     model: models.ModelConfig, mesh, rules, *, optim: ts.OptimConfig | None = None
 ) -> dict[str, int]:
-    """Per-device bytes of the params, the optimizer state (+ step) and float32 gradients."""
+    """Per-device bytes of the params, the optimizer state (+ step), the float32 master copy
+    (16-bit params) and the float32 gradients (of the trainable params: with LoRA, adapters)."""
     state = abstract_state(model, mesh, rules, optim=optim)
+    train, _ = ts.trainable(model, state.params)
     grads = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding),
-                         state.params)  # fmt: skip
+                         train)  # fmt: skip
     return {
         "params": bytes_per_device(state.params),
         "optimizer": bytes_per_device((state.opt_state, state.step)),
+        "master": bytes_per_device(state.master),
         "gradients": bytes_per_device(grads),
     }
 

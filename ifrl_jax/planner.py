@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ import jax.numpy as jnp
 from ifrl_jax import footprint, grpo_step, models, sampling, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import UserError
+from ifrl_jax.models import lora
 
 _SHORT = (8, 4)  # the flash estimate compiles the train step at T/8 and T/4
 
@@ -81,9 +83,11 @@ class PlanConfig:
     micro_batch_rows: int = 1  # rows per data-parallel shard per micro-batch
     sample_prompts: int = 0  # prompts per sampler call; 0 = the whole rollout batch (train.py)
     remat: str = "full"
-    param_dtype: str = "float32"
+    param_dtype: str = "float32"  # bfloat16: 16-bit params with a float32 master copy
     dtype: str = "bfloat16"
     cache_dtype: str = "bfloat16"
+    lora_rank: int = 0  # > 0: LoRA adapters train, the base is frozen and is the KL reference
+    lora_targets: str = "all"  # comma-separated projections (models.config.LORA_TARGETS), or all
     kl_coef: float = 0.01  # > 0: a reference copy of the params lives on the devices
     attention: str = "xla"  # "xla": measured only | "flash": also the flash-attention estimate
     headroom: float = 0.9  # usable fraction of device memory (allocator, fragmentation, runtime)
@@ -111,7 +115,8 @@ class PlanConfig:
         try:
             self.model_config()
         except ValueError as e:  # ModelConfig names the field: --remat, --param_dtype, --dtype
-            raise UserError(f"{e} (flags --remat, --param_dtype, --dtype)") from None
+            raise UserError(f"{e} (flags --remat, --param_dtype, --dtype, --lora_rank, "
+                            "--lora_targets)") from None  # fmt: skip
 
     @property
     def mesh_shape(self) -> dict[str, int]:
@@ -122,10 +127,35 @@ class PlanConfig:
         return self.attention == "flash"
 
     def model_config(self, **kw) -> models.ModelConfig:
-        return models.get_preset(
+        cfg = models.get_preset(
             self.model, param_dtype=self.param_dtype, dtype=self.dtype, remat=self.remat,
             scan_layers=True, attention_impl="xla", **kw,
         )  # fmt: skip
+        targets = tuple(t for t in self.lora_targets.split(",") if t)
+        return lora.configure(cfg, rank=self.lora_rank, targets=targets)
+
+    def train_command(self, micro_batches: int) -> str:
+        """The launch/train_grpo.py command of this plan's settings (weights and data paths
+        still to add: --config.model.hf_path, --config.tokenizer, --config.data.train)."""
+        mesh = ",".join(f"{a}:{self.mesh_shape.get(a, 1)}" for a in sharding.MESH_AXES)
+        flags = {
+            "model.preset": self.model, "model.param_dtype": self.param_dtype,
+            "model.dtype": self.dtype, "model.remat": self.remat, "model.scan_layers": True,
+            "sharding": self.sharding, "data.max_prompt_len": self.prompt_len,
+            "data.prompt_buckets": f"({self.prompt_len},)",
+            "rollout.max_new_tokens": self.response_len, "rollout.n": self.n,
+            "rollout.prompts_per_batch": self.prompts_per_batch,
+            "rollout.sample_prompts": self.sample_prompts, "rollout.cache_dtype": self.cache_dtype,
+            "grpo.minibatch_prompts": self.minibatch_prompts, "grpo.ppo_epochs": self.ppo_epochs,
+            "grpo.micro_batches": micro_batches,
+            "grpo.kl_coef": self.kl_coef,
+        }  # fmt: skip
+        if self.lora_rank:
+            flags["model.lora.rank"] = self.lora_rank
+            flags["model.lora.targets"] = f"({','.join(repr(t) for t in self.lora_targets.split(','))},)"
+        parts = [f"--config.mesh.{a}={self.mesh_shape.get(a, 1)}" for a in sharding.MESH_AXES]
+        parts += [shlex.quote(f"--config.{k}={v}") for k, v in flags.items()]
+        return "python launch/train_grpo.py " + " ".join(parts) + f"  # mesh {mesh}"
 
 
 def _check(pc: PlanConfig, ways: int) -> tuple[int, int]:
@@ -262,10 +292,12 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     # Persistent state: params, Adam moments, the reference policy (exact, from shardings).
     state_b = footprint.state_bytes(cfg, mesh, rules)  # also checks divisibility under the preset
     params_b, opt_b, grads_b = state_b["params"], state_b["optimizer"], state_b["gradients"]
-    ref_b = params_b if pc.kl_coef else 0
-    persistent = params_b + opt_b + ref_b
+    master_b = state_b["master"]
+    # The KL reference: a copy of the params, except with LoRA (the base, adapters off).
+    ref_b = params_b if pc.kl_coef and not cfg.lora_rank else 0
+    persistent = params_b + opt_b + master_b + ref_b
     sources.update(params="shardings", optimizer="shardings", reference="shardings",
-                   gradients="estimate: float32, sharded like the params")  # fmt: skip
+                   master="shardings", gradients="estimate: float32, sharded like the params")  # fmt: skip
     usable = int(pc.headroom * capacity)
     out: dict[str, Any] = {
         "model": pc.model, "num_params": cfg.num_params(), "mesh": mesh_name(shape),
@@ -274,6 +306,9 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         "rows_per_micro_batch": rows // micro, "attention": pc.attention,
         "params_bytes_per_device": params_b, "gradients_bytes_per_device": grads_b,
         "optimizer_bytes_per_device": opt_b, "reference_bytes_per_device": ref_b,
+        "master_bytes_per_device": master_b, "lora_rank": cfg.lora_rank,
+        "trainable_params": lora.num_adapter_params(cfg) if cfg.lora_rank else cfg.num_params(),
+        "param_dtype": pc.param_dtype, "command": pc.train_command(micro),
         "capacity_bytes": capacity, "usable_bytes": usable,
     }  # fmt: skip
 
@@ -295,7 +330,7 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     )  # fmt: skip
     if measure:
         out["argument_bytes_measured"] = train["argument"]
-        out["argument_bytes_planned"] = params_b + opt_b + train["batch"]  # equal: a check
+        out["argument_bytes_planned"] = params_b + opt_b + master_b + train["batch"]  # a check
     out.update(_totals(persistent, train["batch"] + (train["temp"] or 0),
                        ids_b + (sampler["temp"] or kv_b), pc))  # fmt: skip
     out.update({

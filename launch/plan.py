@@ -6,6 +6,17 @@ then one JSON line (params/optimizer/total bytes per device, fits, ...).
 
   python launch/plan.py --model=qwen2_5_7b --mesh=fsdp:8 --sharding=fsdp --accelerator=a100-80gb
   python launch/plan.py --model=qwen2_5_7b --sweep --meshes='fsdp:8;fsdp:16;fsdp:24;fsdp:4,tp:2'
+
+One GPU (each plan ends with the train_grpo.py command of its settings; configs/ has both):
+
+  # 7B LoRA GRPO on 1 x A100-80GB: bf16 base (frozen; also the KL reference), rank-64 adapters
+  python launch/plan.py --model=qwen2_5_7b --mesh=fsdp:1 --accelerator=a100-80gb \
+    --param_dtype=bfloat16 --lora_rank=64 --prompt_len=1024 --response_len=2048 \
+    --prompts_per_batch=64 --minibatch_prompts=16 --sample_prompts=16 --micro_batch_rows=2
+  # 0.5B full fine-tuning on one 24 GB GPU: bf16 params with a float32 master copy
+  python launch/plan.py --model=qwen2_5_0_5b --mesh=fsdp:1 --accelerator=l4-24gb \
+    --param_dtype=bfloat16 --prompt_len=1024 --response_len=2048 --prompts_per_batch=64 \
+    --minibatch_prompts=16 --sample_prompts=16 --micro_batch_rows=2
 """
 
 from absl import flags
@@ -26,7 +37,7 @@ _FLAGS = {  # planner.PlanConfig fields: (define, default, help)
     "accelerator": (
         flags.DEFINE_string,
         "a100-80gb",
-        "a100-40gb|a100-80gb|h100-80gb|tpu-v5e|tpu-v5p",
+        "a100-40gb|a100-80gb|h100-80gb|h200-141gb|l4-24gb|a10-24gb|tpu-v5e|tpu-v5p",
     ),
     "prompt_len": (flags.DEFINE_integer, 2048, "Prompt bucket P."),
     "response_len": (flags.DEFINE_integer, 8192, "max_new_tokens M (train rows are P + M tokens)."),
@@ -37,7 +48,9 @@ _FLAGS = {  # planner.PlanConfig fields: (define, default, help)
     "micro_batch_rows": (flags.DEFINE_integer, 1, "Rows per data-parallel shard per micro-batch."),
     "sample_prompts": (flags.DEFINE_integer, 0, "Prompts per sampler call; 0 = the whole batch."),
     "remat": (flags.DEFINE_string, "full", "none|full|dots"),
-    "param_dtype": (flags.DEFINE_string, "float32", "Param (and Adam moment) dtype."),
+    "param_dtype": (flags.DEFINE_string, "float32", "Param dtype (bfloat16: + fp32 master)."),
+    "lora_rank": (flags.DEFINE_integer, 0, "LoRA rank; 0 = full fine-tuning."),
+    "lora_targets": (flags.DEFINE_string, "all", "LoRA projections, comma-separated, or all."),
     "dtype": (flags.DEFINE_string, "bfloat16", "Compute dtype."),
     "cache_dtype": (flags.DEFINE_string, "bfloat16", "KV cache dtype."),
     "attention": (flags.DEFINE_string, "xla", "xla: measured only | flash: also the estimate."),

@@ -2,6 +2,11 @@
 FLOP counting through scans, flag checks, and lowered (not compiled) plans of the tiny preset."""
 
 import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +16,7 @@ from ifrl_jax import footprint, models, planner, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import UserError
 from ifrl_jax.jobs import plan as plan_job
+from ifrl_jax.models.lora import num_adapter_params as lora_params
 
 GiB = footprint.GiB
 MESHES = {  # one mesh per preset on the 8 fake devices, using the axes the preset shards over
@@ -168,3 +174,74 @@ def test_plan_job_sweep_prints_a_table_and_keeps_pairs_that_cannot_work(capsys):
     assert "n/a:" in table and "fsdp:8" in table
     with pytest.raises(UserError, match="--presets"):
         plan_job.run(config, sweep=[{"fsdp": 8}], presets=["zero3"])
+
+
+def _compiled_plan(**kw):
+    pc = planner.PlanConfig(
+        model="tiny", mesh=(("data", 8),), sharding="replicated", prompt_len=32,
+        response_len=32, n=2, prompts_per_batch=16, minibatch_prompts=8, remat="none", **kw,
+    )  # fmt: skip
+    return pc, planner.plan(pc)
+
+
+def test_a_lora_bf16_plan_counts_adapter_state_only_and_no_reference_copy():
+    pc, p = _compiled_plan(param_dtype="bfloat16", lora_rank=4, lora_targets="q_proj,down_proj")
+    cfg = pc.model_config()
+    adapters = 2 * 4 * (64 + 64) + 2 * 4 * (128 + 64)  # q_proj 64->64, down_proj 128->64, 2 layers
+    assert lora_params(cfg) == adapters == p["trainable_params"]
+    # replicated: each device holds everything
+    assert p["params_bytes_per_device"] == 2 * (cfg.num_params() + adapters)  # bf16
+    assert p["master_bytes_per_device"] == 4 * adapters  # float32 master of the adapters
+    assert p["optimizer_bytes_per_device"] == 8 * adapters + 12  # Adam mu, nu; 3 int32 counters
+    assert p["reference_bytes_per_device"] == 0  # the base with adapters off is the reference
+    # XLA's arguments of the compiled step are exactly the planned state + batch
+    assert p["argument_bytes_measured"] == p["argument_bytes_planned"]
+    text = plan_job.format_plan(p)
+    assert "LoRA rank 4" in text and "float32 master copy" in text
+
+
+def test_a_bf16_full_fine_tuning_plan_has_a_float32_master_of_every_param():
+    _, p = _compiled_plan(param_dtype="bfloat16")
+    cfg = models.get_preset("tiny")
+    assert p["trainable_params"] == cfg.num_params() and p["lora_rank"] == 0
+    assert p["master_bytes_per_device"] == 2 * p["params_bytes_per_device"]
+    assert p["reference_bytes_per_device"] == p["params_bytes_per_device"]
+    assert p["argument_bytes_measured"] == p["argument_bytes_planned"]
+
+
+def test_the_plans_command_is_a_valid_training_config(tmp_path):
+    _, p = _compiled_plan(param_dtype="bfloat16", lora_rank=4, lora_targets="q_proj,v_proj")
+    args = shlex.split(p["command"].split("  #")[0])
+    assert args[:2] == ["python", "launch/train_grpo.py"]
+    # The launcher's flag parsing (absl + ml_collections, as launch/train_grpo.py), then the
+    # job's own validation, in a fresh process.
+    script = (
+        "import json\n"
+        "from absl import app\n"
+        "from ml_collections import config_flags\n"
+        "from ifrl_jax.jobs import grpo\n"
+        "F = config_flags.DEFINE_config_file('config')\n"
+        "def main(_):\n"
+        "    c = F.value\n"
+        f"    c.workdir = {str(tmp_path)!r}\n"
+        "    grpo.validate(c)\n"
+        "    print(json.dumps({'lora': c.model.lora.to_dict(), 'mesh': dict(c.mesh),\n"
+        "        'dtype': c.model.param_dtype, 'micro': c.grpo.micro_batches}))\n"
+        "app.run(main)\n"
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script, "--config=configs/default_cpu.py",
+                          *args[2:]], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["lora"]["rank"] == 4 and got["lora"]["targets"] == ["q_proj", "v_proj"]
+    assert got["mesh"] == {"data": 8, "fsdp": 1, "tp": 1}
+    assert (got["dtype"], got["micro"]) == ("bfloat16", 2)
+
+
+def test_a_lora_target_or_rank_that_cannot_work_names_the_flag():
+    with pytest.raises(UserError, match="'qkv' names no module.*--lora_targets"):
+        planner.PlanConfig(model="tiny", lora_rank=4, lora_targets="qkv")
+    with pytest.raises(UserError, match="lora_rank=99 is above the width 64"):
+        planner.PlanConfig(model="tiny", lora_rank=99)

@@ -73,6 +73,7 @@ def format_plan(p: dict[str, Any]) -> str:
     rows = [
         ("params", "params_bytes_per_device", "params"),
         ("optimizer (Adam mu, nu)", "optimizer_bytes_per_device", "optimizer"),
+        ("float32 master copy", "master_bytes_per_device", "master"),
         ("reference params", "reference_bytes_per_device", "reference"),
         ("gradients (in train temp)", "gradients_bytes_per_device", "gradients"),
         ("activations (in train temp)", "activations_bytes_per_device", "activations"),
@@ -90,10 +91,13 @@ def format_plan(p: dict[str, Any]) -> str:
         ("sampler temporaries, flash", "sampler_temp_bytes_per_device_flash_estimate", None),
         ("total (peak), flash", "total_bytes_per_device_flash_estimate", None),
     ]
+    tuning = (f"LoRA rank {p['lora_rank']}, {p['trainable_params'] / 1e6:.1f}M trainable"
+              if p["lora_rank"] else "full fine-tuning")  # fmt: skip
     head = (
         f"{p['model']} ({p['num_params'] / 1e9:.2f}B) on {p['mesh']} ({p['devices']} devices), "
         f"sharding={p['sharding']}, attention={p['attention']}, T={p['seq_len']}, "
-        f"{p['minibatch_rows']} rows/update in {p['micro_batches']} micro-batches"
+        f"{p['minibatch_rows']} rows/update in {p['micro_batches']} micro-batches, "
+        f"{tuning}, {p['param_dtype']} params"
     )
     lines = [head, f"{'per device':<30} {'GiB':>8}  source", "-" * 78]
     for label, key, src in rows:
@@ -103,7 +107,7 @@ def format_plan(p: dict[str, Any]) -> str:
     if "argument_bytes_measured" in p:
         lines.append(
             f"XLA's argument bytes {_gib(p['argument_bytes_measured']).strip()} GiB = planned "
-            f"params + optimizer + batch {_gib(p['argument_bytes_planned']).strip()} GiB"
+            f"params + optimizer + master + batch {_gib(p['argument_bytes_planned']).strip()} GiB"
         )
     verdict = {True: "fits", False: "does NOT fit", None: "not decided"}[p["fits"]]
     lines += [
@@ -119,6 +123,7 @@ def format_plan(p: dict[str, Any]) -> str:
           if "fits_flash_estimate" in p else []),
         f"at peak bf16 FLOP/s: {p['update_seconds_at_peak']:.1f} s per update, "
         f"{p['rollout_seconds_at_peak']:.1f} s per rollout batch (lower bounds)",
+        f"run it: {p['command']}",
     ]  # fmt: skip
     return "\n".join(lines)
 
