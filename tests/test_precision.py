@@ -33,8 +33,9 @@ def _run(cfg, params, steps, lr):
     return state, np.array(losses)
 
 
-def test_bf16_training_tracks_fp32_with_a_float32_master():
-    f32 = models.get_preset("tiny")
+@pytest.mark.parametrize("tied", [False, True])
+def test_bf16_training_tracks_fp32_with_a_float32_master(tied):
+    f32 = models.get_preset("tiny", tie_word_embeddings=tied)
     bf16 = f32.replace(param_dtype="bfloat16", dtype="bfloat16")
     p32 = models.init_params(f32, jax.random.key(0))
     p16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), p32)

@@ -89,7 +89,12 @@ def _head_chunk_grads(h, w, y, z, p, lse, ent, g_logp, g_ent, tied, with_entropy
     # h^T dz is written [D, V] and, for a tied [V, D] head, transposed: XLA folds that transpose
     # into one dot with dz's token axis as the contracted one. Written "btd,btv->vd", XLA:CPU
     # first copied dz to [V, B*c] (218 ms per 0.6 GB) and ran the dot slower (forward.py).
-    dw = jnp.einsum("btd,btv->dv", h, dz, preferred_element_type=jnp.float32)
+    hw, dzw = h, dz
+    if tied and h.dtype != jnp.float32 and jax.default_backend() == "cpu":
+        # XLA:CPU folds the transpose below into a dot whose runtime has no bf16 x bf16 -> f32
+        # kernel ("Unsupported element type for DotThunk"): run that one dot in float32.
+        hw, dzw = h.astype(jnp.float32), dz.astype(jnp.float32)
+    dw = jnp.einsum("btd,btv->dv", hw, dzw, preferred_element_type=jnp.float32)
     return dh.astype(h.dtype), dw.T if tied else dw
 
 
