@@ -158,6 +158,20 @@ class PlanConfig:
         return "python launch/train_grpo.py " + " ".join(parts) + f"  # mesh {mesh}"
 
 
+# Runs that fit one GPU (launch/plan.py --one_gpu; configs/qwen2_5_7b_lora_1gpu.py and
+# configs/qwen2_5_0_5b_24gb.py train with these settings).
+_ONE_GPU_SHAPE = dict(mesh=(("fsdp", 1),), param_dtype="bfloat16", prompt_len=1024,
+                      response_len=2048, prompts_per_batch=64, minibatch_prompts=16,
+                      sample_prompts=16, micro_batch_rows=2)  # fmt: skip
+ONE_GPU: dict[str, PlanConfig] = {
+    "7b_lora_a100_80gb": PlanConfig(model="qwen2_5_7b", accelerator="a100-80gb", lora_rank=64,
+                                    **_ONE_GPU_SHAPE),  # fmt: skip
+    "0_5b_full_24gb": PlanConfig(model="qwen2_5_0_5b", accelerator="l4-24gb", **_ONE_GPU_SHAPE),
+}
+ONE_GPU_CONFIGS = {"7b_lora_a100_80gb": "configs/qwen2_5_7b_lora_1gpu.py",
+                   "0_5b_full_24gb": "configs/qwen2_5_0_5b_24gb.py"}  # fmt: skip
+
+
 def _check(pc: PlanConfig, ways: int) -> tuple[int, int]:
     """(mini-batch rows, micro-batches), with errors naming the flag."""
     if pc.prompts_per_batch % pc.minibatch_prompts:

@@ -7,16 +7,10 @@ then one JSON line (params/optimizer/total bytes per device, fits, ...).
   python launch/plan.py --model=qwen2_5_7b --mesh=fsdp:8 --sharding=fsdp --accelerator=a100-80gb
   python launch/plan.py --model=qwen2_5_7b --sweep --meshes='fsdp:8;fsdp:16;fsdp:24;fsdp:4,tp:2'
 
-One GPU (each plan ends with the train_grpo.py command of its settings; configs/ has both):
+One GPU: 7B LoRA GRPO on 1 x A100-80GB, 0.5B bf16 full fine-tuning on one 24 GB GPU (the
+settings of planner.ONE_GPU and configs/; each table ends with the train command):
 
-  # 7B LoRA GRPO on 1 x A100-80GB: bf16 base (frozen; also the KL reference), rank-64 adapters
-  python launch/plan.py --model=qwen2_5_7b --mesh=fsdp:1 --accelerator=a100-80gb \
-    --param_dtype=bfloat16 --lora_rank=64 --prompt_len=1024 --response_len=2048 \
-    --prompts_per_batch=64 --minibatch_prompts=16 --sample_prompts=16 --micro_batch_rows=2
-  # 0.5B full fine-tuning on one 24 GB GPU: bf16 params with a float32 master copy
-  python launch/plan.py --model=qwen2_5_0_5b --mesh=fsdp:1 --accelerator=l4-24gb \
-    --param_dtype=bfloat16 --prompt_len=1024 --response_len=2048 --prompts_per_batch=64 \
-    --minibatch_prompts=16 --sample_prompts=16 --micro_batch_rows=2
+  python launch/plan.py --one_gpu
 """
 
 from absl import flags
@@ -25,6 +19,7 @@ from ifrl_jax import cli
 
 _MESH = flags.DEFINE_string("mesh", "fsdp:8", "Mesh shape, axis:size pairs over data,fsdp,tp.")
 _SWEEP = flags.DEFINE_boolean("sweep", False, "Plan every --presets entry over --meshes.")
+_ONE_GPU = flags.DEFINE_boolean("one_gpu", False, "Plan the one-GPU runs (planner.ONE_GPU).")
 _PRESETS = flags.DEFINE_list("presets", "replicated,fsdp,tp,fsdp_tp", "Presets for --sweep.")
 _MESHES = flags.DEFINE_string(
     "meshes",
@@ -70,7 +65,8 @@ def main() -> None:
     values = {name: flags.FLAGS[name].value for name in _FLAGS}
     config = planner.PlanConfig(mesh=tuple(mesh.items()), **values)
     sweep = planner.parse_meshes(_MESHES.value, flag="meshes") if _SWEEP.value else []
-    cli.print_summary(plan.run(config, sweep=sweep, presets=_PRESETS.value))
+    named = list(planner.ONE_GPU) if _ONE_GPU.value else []
+    cli.print_summary(plan.run(config, sweep=sweep, presets=_PRESETS.value, named=named))
 
 
 if __name__ == "__main__":

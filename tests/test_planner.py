@@ -245,3 +245,30 @@ def test_a_lora_target_or_rank_that_cannot_work_names_the_flag():
         planner.PlanConfig(model="tiny", lora_rank=4, lora_targets="qkv")
     with pytest.raises(UserError, match="lora_rank=99 is above the width 64"):
         planner.PlanConfig(model="tiny", lora_rank=99)
+
+
+@pytest.mark.parametrize("name", sorted(planner.ONE_GPU))
+def test_the_one_gpu_plans_match_their_config_files(name):
+    import importlib
+
+    pc = planner.ONE_GPU[name]
+    path = planner.ONE_GPU_CONFIGS[name]
+    c = importlib.import_module(path.removesuffix(".py").replace("/", ".")).get_config()
+    cfg = pc.model_config()
+    assert (c.model.preset, c.model.param_dtype, c.model.remat) == (pc.model, pc.param_dtype,
+                                                                   pc.remat)  # fmt: skip
+    assert c.model.lora.rank == pc.lora_rank
+    assert (c.data.max_prompt_len, c.rollout.max_new_tokens) == (pc.prompt_len, pc.response_len)
+    assert (c.rollout.n, c.rollout.prompts_per_batch, c.rollout.sample_prompts) == (
+        pc.n, pc.prompts_per_batch, pc.sample_prompts)  # fmt: skip
+    rows = pc.minibatch_prompts * pc.n
+    assert (c.grpo.minibatch_prompts, c.grpo.micro_batches) == (
+        pc.minibatch_prompts, rows // pc.micro_batch_rows)  # fmt: skip
+    assert dict(c.mesh) == {"data": 1, "fsdp": 1, "tp": 1}
+    # lowered only (fast): the persistent state, exact from the shardings
+    p = planner.plan(dataclasses.replace(pc, compile=False))
+    if cfg.lora_rank:
+        assert p["reference_bytes_per_device"] == 0 and p["trainable_params"] < 0.03 * p["num_params"]
+        assert p["optimizer_bytes_per_device"] < 0.1 * p["params_bytes_per_device"]
+    else:
+        assert p["master_bytes_per_device"] == 2 * p["params_bytes_per_device"]  # fp32 of bf16

@@ -21,6 +21,7 @@ def run(
     *,
     sweep: Sequence[dict[str, int]] = (),
     presets: Sequence[str] = tuple(sharding.RULES),
+    named: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Plans `config`, or every (mesh, preset) pair of a sweep, and prints the table(s).
 
@@ -29,9 +30,21 @@ def run(
       sweep: meshes to sweep over (empty: plan `config` alone); their pairs with `presets` that
         cannot work get an "error" entry.
       presets: sharding presets of the sweep.
+      named: keys of `planner.ONE_GPU` to plan instead of `config` (each table ends with the
+        train command of its settings).
     Returns:
-      The plan (a flat dict), or {"sweep": [one plan per (mesh, preset)]}.
+      The plan (a flat dict), {"sweep": [one plan per (mesh, preset)]}, or {name: plan}.
     """
+    if named:
+        _make_cpu_devices(1)
+        out = {}
+        for name in named:
+            out[name] = planner.plan(planner.ONE_GPU[name])
+            conf = planner.ONE_GPU_CONFIGS[name]
+            print(f"== {name}\n{format_plan(out[name])}\nthe same as a config file: python "
+                  f"launch/train_grpo.py --config={conf} (its docstring: weights, data)\n",
+                  flush=True)  # fmt: skip
+        return out
     for preset in presets if sweep else ():
         sharding.get_rules(preset, flag="presets")
     _make_cpu_devices(max(_size(m) for m in [config.mesh_shape, *sweep]))
