@@ -126,3 +126,24 @@ def base() -> ml_collections.ConfigDict:
     c.train.eval_ifbench = 0
 
     return c
+
+
+def one_gpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The one-GPU shape (planner.ONE_GPU): a 1x1x1 mesh, bf16 params (+ a float32 master of
+    the trained ones) and compute, full remat, prompt 1024 + response 2048, 64 x 5 responses
+    per rollout batch in sampler calls of 16 prompts, 4 updates of 80 rows in 2-row micro-batches."""
+    c.mesh = {"data": 1, "fsdp": 1, "tp": 1}
+    c.sharding = "fsdp"
+    c.model.param_dtype = "bfloat16"
+    c.model.dtype = "bfloat16"
+    c.model.remat = "full"
+    c.model.scan_layers = True
+    c.data.max_prompt_len = 1024
+    c.data.prompt_buckets = (1024,)
+    c.rollout.max_new_tokens = 2048
+    c.rollout.prompts_per_batch = 64
+    c.rollout.sample_prompts = 16
+    c.grpo.minibatch_prompts = 16
+    c.grpo.micro_batches = 40
+    c.train.eval_batch_size = 64
+    return c

@@ -18,26 +18,12 @@ Run:
 Not yet run on a GPU (WORKSPACE.md says what has been).
 """
 
-from configs.common import base
+from configs.common import base, one_gpu
 
 
 def get_config():
-    c = base()
+    c = one_gpu(base())
     c.workdir = "/tmp/ifrl_jax/qwen2_5_0_5b_24gb"
-    c.mesh = {"data": 1, "fsdp": 1, "tp": 1}
-    c.sharding = "fsdp"
     c.model.preset = "qwen2_5_0_5b"
-    c.model.param_dtype = "bfloat16"  # + a float32 master copy inside the train state
-    c.model.dtype = "bfloat16"
-    c.model.remat = "full"
-    c.model.scan_layers = True
-    c.data.max_prompt_len = 1024
-    c.data.prompt_buckets = (1024,)
-    c.rollout.max_new_tokens = 2048
-    c.rollout.prompts_per_batch = 64
-    c.rollout.sample_prompts = 16
-    c.grpo.minibatch_prompts = 16  # 4 updates per rollout batch, 80 rows each
-    c.grpo.micro_batches = 40  # 2 rows per micro-batch
     c.reward.verifier_processes = 4
-    c.train.eval_batch_size = 64
     return c

@@ -20,30 +20,16 @@ Ends with hf_final/ (the merged model, a plain HF checkpoint) and lora_adapter/ 
 Not yet run on a GPU (WORKSPACE.md says what has been).
 """
 
-from configs.common import base
+from configs.common import base, one_gpu
 
 
 def get_config():
-    c = base()
+    c = one_gpu(base())
     c.workdir = "/tmp/ifrl_jax/qwen2_5_7b_lora"
-    c.mesh = {"data": 1, "fsdp": 1, "tp": 1}
-    c.sharding = "fsdp"
     c.model.preset = "qwen2_5_7b"  # shapes only; weights from model.hf_path
-    c.model.param_dtype = "bfloat16"  # the frozen base in bf16; adapters keep a float32 master
-    c.model.dtype = "bfloat16"
-    c.model.remat = "full"
-    c.model.scan_layers = True
     c.model.lora.rank = 64
     c.model.lora.alpha = 128.0
     c.model.lora.targets = ("all",)
-    c.data.max_prompt_len = 1024
-    c.data.prompt_buckets = (1024,)
-    c.rollout.max_new_tokens = 2048
-    c.rollout.prompts_per_batch = 64
-    c.rollout.sample_prompts = 16
-    c.grpo.minibatch_prompts = 16  # 4 updates per rollout batch, 80 rows each
-    c.grpo.micro_batches = 40  # 2 rows per micro-batch
     c.grpo.learning_rate = 1e-5  # adapters take a larger step than full fine-tuning's 1e-6
     c.reward.verifier_processes = 8
-    c.train.eval_batch_size = 64
     return c
