@@ -407,7 +407,9 @@ def evaluate(
     Returns:
       heldout_accuracy (decision == label), heldout_accuracy_per_id, verifier_agreement
       (decision == verifier verdict, hard constraints only), label_verifier_agreement (label ==
-      verdict: how good the pseudo-labels themselves are), counts.
+      verdict: how good the pseudo-labels themselves are), counts, the agreement per hard id
+      (verifier_agreement_per_id), and the expected calibration error of P(1) against the
+      labels (ece) and against the rule verdicts (verifier_ece).
     """
     if not pairs:
         raise ValueError("no held-out pairs to evaluate")
@@ -419,6 +421,26 @@ def evaluate(
     per_id = {str(c): float(correct[ids == c].mean()) for c in sorted(set(ids))}
     hard, verdict = pairs_lib.hard_verdicts(pairs, timeout_s=timeout_s)
     agree = lambda x: float((x[hard] == verdict).mean()) if len(hard) else None
+    hard_ids = ids[hard]
+    agree_per_id = {str(c): float((decision[hard][hard_ids == c] == verdict[hard_ids == c]).mean())
+                    for c in sorted(set(hard_ids))}  # fmt: skip
     return {"heldout_accuracy": float(correct.mean()), "verifier_agreement": agree(decision),
             "label_verifier_agreement": agree(labels), "heldout_pairs": len(pairs),
-            "heldout_hard_pairs": len(hard), "heldout_accuracy_per_id": per_id}  # fmt: skip
+            "heldout_hard_pairs": len(hard), "heldout_accuracy_per_id": per_id,
+            "verifier_agreement_per_id": agree_per_id,
+            "ece": calibration_error(probs, labels),
+            "verifier_ece": calibration_error(probs[hard], verdict) if len(hard) else None,
+            }  # fmt: skip
+
+
+def calibration_error(probs, outcomes, *, bins: int = 10) -> float:
+    """Expected calibration error: sum over equal-width probability bins of (bin share) x
+    |mean predicted P(1) - observed frequency of 1| (0 = calibrated)."""
+    probs, outcomes = np.asarray(probs, np.float64), np.asarray(outcomes, np.float64)
+    idx = np.minimum((probs * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.mean() * abs(probs[sel].mean() - outcomes[sel].mean())
+    return float(total)

@@ -268,3 +268,25 @@ def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
     again = rm_job.run(c)
     assert again["first_loss"] is None
     assert again["heldout_accuracy"] == summary["heldout_accuracy"]
+
+
+def test_calibration_error_and_agreement_per_id_on_hand_made_scores():
+    probs = np.array([0.9, 0.9, 0.1, 0.1, 0.75, 0.25])
+    # bins 0.9 (2 rows, both 1: |0.9-1|=0.1), 0.1 (2 rows, both 0: 0.1), 0.75 (1 row, 0: 0.75),
+    # 0.25 (1 row, 1: 0.75) -> (2*0.1 + 2*0.1 + 0.75 + 0.75) / 6
+    assert rm.calibration_error(probs, [1, 1, 0, 0, 0, 1]) == pytest.approx(1.9 / 6)
+    assert rm.calibration_error([0.0, 1.0], [0, 1]) == 0.0
+    lower = Constraint("change_case:english_lowercase", {}, "Answer in lowercase")
+    nocomma = Constraint("punctuation:no_comma", {}, "Do not use commas")
+    rec = Record("task", (lower, nocomma), seed="task ", source="f:1")
+    rows = [pairs.make_pair(lower, "all lower", 1, level=1, record=rec, origin="t"),
+            pairs.make_pair(lower, "NOT LOWER", 0, level=1, record=rec, origin="t"),
+            pairs.make_pair(nocomma, "a, b", 0, level=1, record=rec, origin="t"),
+            pairs.make_pair(nocomma, "a b", 1, level=1, record=rec, origin="t")]  # fmt: skip
+    # the scorer is right on lowercase and wrong on both no_comma rows
+    scorer = lambda texts, constraints: np.array([0.8, 0.3, 0.9, 0.2])
+    out = rm.evaluate(scorer, rows)
+    assert out["verifier_agreement_per_id"] == {"change_case:english_lowercase": 1.0,
+                                                "punctuation:no_comma": 0.0}  # fmt: skip
+    assert out["verifier_agreement"] == 0.5
+    assert out["verifier_ece"] == pytest.approx((0.2 + 0.3 + 0.9 + 0.8) / 4)
