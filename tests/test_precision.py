@@ -39,11 +39,11 @@ def test_bf16_training_tracks_fp32_with_a_float32_master(tied):
     bf16 = f32.replace(param_dtype="bfloat16", dtype="bfloat16")
     p32 = models.init_params(f32, jax.random.key(0))
     p16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), p32)
-    s32, l32 = _run(f32, p32, 12, 3e-3)
-    s16, l16 = _run(bf16, p16, 12, 3e-3)
-    assert l32[-1] < 0.8 * l32[0]  # it learns
+    s32, l32 = _run(f32, p32, 8, 3e-3)
+    s16, l16 = _run(bf16, p16, 8, 3e-3)
+    assert l32[-1] < 0.8 * l32[0]  # it learns (5.47 -> 3.61 over 8 steps)
     # Stated tolerance: every step's loss within 2% of the fp32 run's (bf16 rounds the
-    # activations to 8 bits of mantissa; measured max gap 0.2% over these 12 steps).
+    # activations to 8 bits of mantissa; measured max gap 0.2% over 12 steps).
     np.testing.assert_allclose(l16, l32, rtol=0.02)
     assert s32.master is None
     master = jax.tree.leaves(s16.master)

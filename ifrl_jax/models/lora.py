@@ -119,10 +119,14 @@ def attach(cfg: ModelConfig, params: dict, key: jax.Array, *, mesh=None, rules=N
     missing = [p for p in abstract if p not in flat and p[-1] not in ADAPTER_KEYS]
     if missing:
         raise ValueError(f"params do not match the model config: missing {missing[:3]}")
-    for i, (path, x) in enumerate(sorted(abstract.items())):
-        if path[-1] in ADAPTER_KEYS and path not in flat:
-            fn = lambda k, p=path, x=x: _init_adapter(p, x.shape, x.dtype, k)
-            flat[path] = jax.jit(fn, out_shardings=shardings.get(path))(jax.random.fold_in(key, i))
+    new = sorted(p for p in abstract if p[-1] in ADAPTER_KEYS and p not in flat)
+
+    def init(key):  # one program for every new adapter
+        return {p: _init_adapter(p, abstract[p].shape, abstract[p].dtype, jax.random.fold_in(key, i))
+                for i, p in enumerate(new)}  # fmt: skip
+
+    out_sh = {p: shardings[p] for p in new} if shardings else None
+    flat.update(jax.jit(init, out_shardings=out_sh)(key))
     return traverse_util.unflatten_dict(flat)
 
 
@@ -130,10 +134,11 @@ def disable(params: dict) -> dict:
     """The same tree with every lora_b zero: the base model's outputs exactly, sharing the base
     weights' buffers (build it when needed: a donated train state invalidates them)."""
     flat = traverse_util.flatten_dict(params)
-    zeros = lambda x: jax.jit(jnp.zeros_like, out_shardings=x.sharding)(x)
-    return traverse_util.unflatten_dict(
-        {p: zeros(v) if p[-1] == "lora_b" else v for p, v in flat.items()}
-    )
+    bs = {p: v for p, v in flat.items() if p[-1] == "lora_b"}
+    zeros = jax.jit(lambda t: jax.tree.map(jnp.zeros_like, t),
+                    out_shardings={p: v.sharding for p, v in bs.items()})  # fmt: skip
+    flat.update(zeros(bs))
+    return traverse_util.unflatten_dict(flat)
 
 
 def _delta(a: jax.Array, b: jax.Array, scanned: bool) -> jax.Array:
