@@ -3,7 +3,9 @@ r"""Generate the small instruction set shipped for the CPU default job (determin
 Writes `train.jsonl` (280 records, 1-3 hard constraints each, reference schema), `heldout.jsonl`
 (200 records on seed tasks never trained on) and `train_responses.jsonl` (one verified template
 response per training record, for the warm-start SFT) into ifrl_jax/assets/instructions/, and
-prints one `<path>: <n> rows` line per file. The generator is ifrl_jax/jobs/tiny_instructions.py.
+prints one `<path>: <n> rows` line per file. The generator is ifrl_jax/jobs/tiny_instructions.py:
+the records come from ifrl_jax.synthesis (the stage launch/synthesize.py runs) on the shipped
+tiny_seeds_{train,heldout}.jsonl and tiny_taxonomy.json; the job adds the template responses.
 
   python launch/make_tiny_instructions.py            # rewrite the files
   python launch/make_tiny_instructions.py --check    # fail if the shipped files differ
