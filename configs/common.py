@@ -51,6 +51,11 @@ def base() -> ml_collections.ConfigDict:
     c.rollout.top_k = 0
     c.rollout.cache_dtype = "bfloat16"
     c.rollout.sample_prompts = 0  # prompts per sampler call and process; 0 = the whole batch
+    # One step off-policy: batch i+1 is sampled (from a copy of the params: one params copy of
+    # device memory) while update i runs, except after a checkpoint; needs grpo.tis_cap > 0.
+    # overlap_devices: "same" = interleaved on the training devices ("split": not implemented).
+    c.rollout.overlap = False
+    c.rollout.overlap_devices = "same"
 
     c.reward = ml_collections.ConfigDict()
     c.reward.scale = 5.0
@@ -131,7 +136,8 @@ def base() -> ml_collections.ConfigDict:
 def one_gpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The one-GPU shape (planner.ONE_GPU): a 1x1x1 mesh, bf16 params (+ a float32 master of
     the trained ones) and compute, full remat, prompt 1024 + response 2048, 64 x 5 responses
-    per rollout batch in sampler calls of 16 prompts, 4 updates of 80 rows in 2-row micro-batches."""
+    per rollout batch in sampler calls of 16 prompts, 4 updates of 80 rows in micro-batches of
+    2 rows."""
     c.mesh = {"data": 1, "fsdp": 1, "tp": 1}
     c.sharding = "fsdp"
     c.model.param_dtype = "bfloat16"

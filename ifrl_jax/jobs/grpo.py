@@ -8,6 +8,12 @@ Per step (one rollout batch):
   informative groups) -> `rollout.overlong_shaping` + `rollout.advantages` -> ppo_epochs x
   mini-batch updates (`grpo_step.make_step`)
   -> metrics -> periodic held-out eval and checkpoint.
+With rollout.overlap (one step off-policy; `grpo_loop.Rollouts`), batch i+1 is sampled in a
+thread, from a copy of the params before update i, while update i runs (on the same devices,
+interleaved by JAX's async dispatch: rollout.overlap_devices="same"); the loss weighs it by
+truncated importance sampling against the sampler's log-probs (grpo.tis_cap > 0 required) and
+rollout/staleness logs the updates in between. The step after a checkpoint samples on-policy
+(nothing is in flight at a save), so a resumed run equals an uninterrupted one.
 Everything that can break the run on bad input is checked in `validate` before compiling.
 """
 
@@ -39,7 +45,7 @@ from ifrl_jax import (
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import ConfigError, require
-from ifrl_jax.jobs import common, pipeline, warm_start
+from ifrl_jax.jobs import common, grpo_loop, pipeline, warm_start
 from ifrl_jax.models import config as model_config
 from ifrl_jax.models import hf, lora
 
@@ -62,6 +68,15 @@ def validate(config) -> None:
          f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
     need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
     need(g.tis_cap >= 0, "grpo.tis_cap", "must be >= 0 (0 = off)")
+    need(r.overlap_devices == "same", "rollout.overlap_devices", "use 'same' (the sampler "
+         "interleaved with the update on the mesh's devices); 'split' (a separate device group "
+         "for the sampler) is not implemented yet")  # fmt: skip
+    need(not r.overlap or g.tis_cap > 0, "grpo.tis_cap", "rollout.overlap samples with params "
+         "one step stale: set a truncated importance sampling cap > 0 (e.g. 2.0) so that the "
+         "loss corrects for the sampler's policy")  # fmt: skip
+    need(not r.overlap or jax.process_count() == 1, "rollout.overlap", "is not implemented for "
+         "several processes (the sampler thread's cross-process collectives could run in a "
+         "different order on each host)")  # fmt: skip
     need(isinstance(g.oversample, int) and g.oversample >= 1, "grpo.oversample",
          "must be an integer >= 1 (1 = off)")  # fmt: skip
     need(g.overlong in rollout.OVERLONG, "grpo.overlong", f"use one of {list(rollout.OVERLONG)}")
@@ -159,14 +174,12 @@ def _soft_scorer(config, rm_path: str, mesh, rules):
     )
 
 
-def _updates_per_batch(config) -> int:
-    return config.grpo.ppo_epochs * (
-        config.rollout.prompts_per_batch // config.grpo.minibatch_prompts
-    )
-
-
 def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     """Runs (or resumes) the whole job; returns the summary printed by the launcher.
+
+    Each step takes its batch from `grpo_loop.Rollouts` (sampled now with the current params,
+    or, with rollout.overlap, the one prefetched during the previous update) and starts the
+    next one's sampling before `grpo_loop.update` runs.
 
     Args:
       on_checkpoint: called with the step right after each checkpoint save is started (the
@@ -238,7 +251,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         response_len=opts.max_new_tokens,  # the LM head on response positions only
         temperature=opts.temperature or 1.0,  # log-probs of the distribution sampled from
     )  # fmt: skip
-    total = config.train.steps * _updates_per_batch(config)
+    total = config.train.steps * grpo_loop.updates_per_batch(config)
     # grpo.eps is the advantages' epsilon, not Adam's.
     optim = common.from_section(ts.OptimConfig, g, skip=("eps",), total_steps=total)
     step_fn = grpo_step.make_step(step_cfg, optim, mesh, rules)
@@ -266,16 +279,24 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
     reward_opts = common.from_section(rollout.RewardOptions, config.reward)
     soft_scorer = _soft_scorer(config, rm_path, mesh, rules)
-    with rollout.Scorer(reward_opts, soft_scorer) as scorer:
+    sample = lambda p, batch, step: rollout.sample(
+        cfg, p, tokenizer, batch, opts=opts, rng=jax.random.fold_in(key, step), mesh=mesh,
+        rules=rules,
+    )  # fmt: skip
+    batches = grpo_loop.Rollouts(
+        sample, lambda: [rec for _ in range(g.oversample) for rec in next(it)],
+        overlap=config.rollout.overlap, steps=config.train.steps,
+        sync_every=config.train.checkpoint_every, staleness=grpo_loop.updates_per_batch(config),
+    )  # fmt: skip
+    with rollout.Scorer(reward_opts, soft_scorer) as scorer, batches:
         for step in range(start, config.train.steps):
-            rng = jax.random.fold_in(key, step)
-            batch = [rec for _ in range(config.grpo.oversample) for rec in next(it)]
-            sampled = rollout.sample(
-                cfg, state.params, tokenizer, batch, opts=opts, rng=rng, mesh=mesh, rules=rules
-            )
-            state, row = _update(
-                config, state, reference, sampled, scorer, step_fn, logprob_fn, mesh
-            )
+            sampled, timing = batches.take(step, state.params)
+            batches.prefetch(step + 1, state.params)  # overlap: sampled while this update runs
+            state, row = grpo_loop.update(
+                config, state, reference, sampled, scorer, step_fn, logprob_fn, mesh,
+                sample_wait=timing["time/sample_wait"],
+            )  # fmt: skip
+            row.update(timing)
             done = step + 1
             if done % config.train.eval_every == 0 or done == config.train.steps:
                 row.update({f"eval/{k}": v for k, v in evaluate_now(state.params).items()})
@@ -350,67 +371,3 @@ def _before(host: dict) -> dict:
             "prompt_pass_rate_before": "prompt_pass_rate",
             "ifbench_pass_rate_before": "ifbench/constraint_pass_rate"}  # fmt: skip
     return {v: host[k] for k, v in keys.items() if k in host}
-
-
-def _update(config, state, reference, sampled, scorer, step_fn, logprob_fn, mesh):
-    """Rewards (in the scorer's thread, overlapped with the log-prob passes), advantages and
-    the ppo_epochs x mini-batch updates of one sampled batch; returns (state, metrics row).
-    reference(state): the KL reference's params (with LoRA: the state's with adapters off)."""
-    g, n = config.grpo, config.rollout.n
-    t_reward0 = time.time()
-    scored = scorer.submit(sampled.records, sampled.texts).result  # awaited after the passes
-    extra_metrics = {}
-    if g.oversample > 1:  # dynamic sampling: rewards first, then the informative groups
-        result, t_score, t_reward = scored()
-        keep = len(sampled.records) // n // g.oversample
-        sampled, result, extra_metrics = rollout.select_groups(sampled, result, n=n, keep=keep)
-        scored = lambda: (result, t_score, t_reward)
-    rows = sampled.rows
-    num_mb = config.rollout.prompts_per_batch // g.minibatch_prompts
-    mb_rows = len(sampled.records) // num_mb
-    minibatches = []
-    for j in range(num_mb):
-        sl = slice(j * mb_rows, (j + 1) * mb_rows)
-        mb = sharding.host_to_global({k: v[sl] for k, v in rows.items()}, mesh)
-        if _updates_per_batch(config) > 1:  # off-policy updates: ratio against the sampler
-            mb["old_logp"] = logprob_fn(state.params, mb)
-        if g.kl_coef:
-            mb["ref_logp"] = logprob_fn(reference(state), mb)
-        minibatches.append((sl, mb))
-    result, t_score, t_reward = scored()
-    t_wait = time.time()
-    shaping = rollout.overlong_shaping(
-        sampled.lengths, sampled.finished, mode=g.overlong,
-        max_new_tokens=config.rollout.max_new_tokens, buffer=g.overlong_buffer,
-        penalty=g.overlong_penalty,
-    )  # fmt: skip
-    adv, row_w = rollout.advantages(result, sampled.prompt_weight, n=n, std=g.std, eps=g.eps,
-                                    filter_zero_variance=g.filter_zero_variance,
-                                    shaping=shaping)  # fmt: skip
-    step_metrics = []
-    for _ in range(g.ppo_epochs):
-        for sl, mb in minibatches:
-            extra = sharding.host_to_global(
-                {"advantages": adv[sl],
-                 "response_mask": (rows["response_mask"][sl] * row_w[sl, None]).astype(np.int32)},
-                mesh,
-            )  # fmt: skip
-            state, m = step_fn(state, {**mb, **extra})
-            step_metrics.append(m)
-    t_update = time.time()
-    upd = {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}
-    # The sampler's log-probs against the trainer's (old) ones, on every step.
-    renamed = {"mismatch_abs": "rollout/logprob_mismatch", "mismatch_kl": "rollout/mismatch_kl"}
-    row = {
-        renamed.get(k, f"train/{k}"): v for k, v in upd.items() if k not in ("step", "is_finite")
-    }
-    row.update(rollout.batch_metrics(sampled, result, n=n))
-    row.update(extra_metrics)
-    row["reward/overlong_penalty"] = float(np.mean(shaping[0]))  # 0 unless grpo.overlong=penalty
-    row.update({
-        "time/sample": sampled.seconds, "time/reward": t_reward,
-        "time/verify": t_reward - t_score, "time/score": t_score,
-        "time/reward_wait": t_wait - t_reward0, "time/update": t_update - t_wait,
-        "time/step": sampled.seconds + t_update - t_reward0,
-    })  # fmt: skip
-    return state, row
