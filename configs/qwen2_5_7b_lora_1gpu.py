@@ -13,7 +13,8 @@ these settings (per device: params 14.5 GiB, adapters' optimizer + master 1.8, t
 Run:
 
     python launch/train_grpo.py --config=configs/qwen2_5_7b_lora_1gpu.py \
-      --config.model.hf_path=/ckpt/Qwen2.5-7B-Instruct --config.tokenizer=/ckpt/Qwen2.5-7B-Instruct \
+      --config.model.hf_path=/ckpt/Qwen2.5-7B-Instruct \
+      --config.tokenizer=/ckpt/Qwen2.5-7B-Instruct \
       --config.data.train=/data/train.parquet --config.data.heldout=/data/heldout.jsonl
 
 Ends with hf_final/ (the merged model, a plain HF checkpoint) and lora_adapter/ (PEFT layout).

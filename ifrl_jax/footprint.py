@@ -6,7 +6,8 @@ The planner's measuring instruments (`planner.plan` puts them together):
   of arrays or ShapeDtypeStructs carrying NamedShardings. Exact under evenly dividing shardings.
 * `abstract_state` / `state_bytes`: the GRPO TrainState as ShapeDtypeStructs with the real
   shardings (`train_step.state_shardings`), and its params / optimizer / float32-gradient bytes.
-* `kv_cache_bytes`: the sampler's cache layout ([L, R, S, K, H], `sampling._CACHE_AXES`).
+* `kv_cache_bytes`: the sampler's cache layout ([L, R, S, K, H], `sampling._CACHE_AXES`);
+  `engine_cache_bytes`: the continuous engine's slots [L, S, C, K, H] + lanes [L, W, P, K, H].
 * `compiled_memory`: XLA's buffer assignment of a lowered program (argument and temporary bytes
   per device of the SPMD-partitioned program).
 * `matmul_flops`: every `dot_general` of a jaxpr, scan bodies times their length (XLA's
@@ -21,7 +22,7 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 
-from ifrl_jax import models, sampling, sharding
+from ifrl_jax import engine, models, sampling, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import UserError
 
@@ -109,6 +110,22 @@ def kv_cache_bytes(cfg, mesh, rules, *, rows: int, slots: int, cache_dtype: str)
     spec = sharding.logical_to_spec(sampling._CACHE_AXES, rules)
     shard = jax.sharding.NamedSharding(mesh, spec).shard_shape(shape)
     return 2 * math.prod(shard) * jnp.dtype(cache_dtype).itemsize
+
+
+def engine_cache_bytes(
+    cfg, mesh, rules, *, slots: int, slot_len: int, lanes: int, prompt_len: int, cache_dtype: str
+) -> int:
+    """Per-device bytes of the continuous engine's k and v caches under `rules`: slots
+    [L, slots, slot_len, K, H] (split like the sampler's rows) + prefill lanes
+    [L, lanes, prompt_len, K, H] (replicated over the data axes); `engine.py`."""
+    total = 0
+    for rows, length, axes in ((slots, slot_len, sampling._CACHE_AXES),
+                               (lanes, prompt_len, engine._LANE_AXES)):  # fmt: skip
+        shape = (cfg.num_layers, rows, length, cfg.num_kv_heads, cfg.head_dim)
+        spec = sharding.logical_to_spec(axes, rules)
+        shard = jax.sharding.NamedSharding(mesh, spec).shard_shape(shape)
+        total += 2 * math.prod(shard) * jnp.dtype(cache_dtype).itemsize
+    return total
 
 
 def compiled_memory(lowered) -> dict[str, int]:

@@ -152,7 +152,9 @@ class PlanConfig:
         }  # fmt: skip
         if self.lora_rank:
             flags["model.lora.rank"] = self.lora_rank
-            flags["model.lora.targets"] = f"({','.join(repr(t) for t in self.lora_targets.split(','))},)"
+            flags["model.lora.targets"] = (
+                f"({','.join(repr(t) for t in self.lora_targets.split(','))},)"
+            )
         parts = [f"--config.mesh.{a}={self.mesh_shape.get(a, 1)}" for a in sharding.MESH_AXES]
         parts += [shlex.quote(f"--config.{k}={v}") for k, v in flags.items()]
         return "python launch/train_grpo.py " + " ".join(parts) + f"  # mesh {mesh}"
@@ -164,8 +166,9 @@ _ONE_GPU_SHAPE = dict(mesh=(("fsdp", 1),), param_dtype="bfloat16", prompt_len=10
                       response_len=2048, prompts_per_batch=64, minibatch_prompts=16,
                       sample_prompts=16, micro_batch_rows=2)  # fmt: skip
 ONE_GPU: dict[str, PlanConfig] = {
-    "7b_lora_a100_80gb": PlanConfig(model="qwen2_5_7b", accelerator="a100-80gb", lora_rank=64,
-                                    **_ONE_GPU_SHAPE),  # fmt: skip
+    "7b_lora_a100_80gb": PlanConfig(
+        model="qwen2_5_7b", accelerator="a100-80gb", lora_rank=64, **_ONE_GPU_SHAPE
+    ),  # fmt: skip
     "0_5b_full_24gb": PlanConfig(model="qwen2_5_0_5b", accelerator="l4-24gb", **_ONE_GPU_SHAPE),
 }
 ONE_GPU_CONFIGS = {"7b_lora_a100_80gb": "configs/qwen2_5_7b_lora_1gpu.py",
@@ -311,7 +314,8 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     ref_b = params_b if pc.kl_coef and not cfg.lora_rank else 0
     persistent = params_b + opt_b + master_b + ref_b
     sources.update(params="shardings", optimizer="shardings", reference="shardings",
-                   master="shardings", gradients="estimate: float32, sharded like the params")  # fmt: skip
+                   master="shardings",
+                   gradients="estimate: float32, sharded like the params")  # fmt: skip
     usable = int(pc.headroom * capacity)
     out: dict[str, Any] = {
         "model": pc.model, "num_params": cfg.num_params(), "mesh": mesh_name(shape),

@@ -388,7 +388,9 @@ def load_reward_model(
     if step is None:
         raise FileNotFoundError(f"{directory}: no reward-model checkpoint (run train_rm first)")
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
+    cfg = ModelConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()}
+    )
     target = checkpoint.param_targets(cfg, mesh, rules)
     out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     mngr.close()

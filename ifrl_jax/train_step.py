@@ -182,7 +182,9 @@ def init_state(
 
     def fn(p):
         train, _ = trainable(model, p)
-        master = jax.tree.map(lambda x: x.astype(jnp.float32), train) if needs_master(train) else None
+        master = (
+            jax.tree.map(lambda x: x.astype(jnp.float32), train) if needs_master(train) else None
+        )
         opt_state = optimizer.init(train if master is None else master)
         return TrainState(params=p, opt_state=opt_state, step=jnp.zeros((), jnp.int32),
                           master=master)  # fmt: skip
@@ -305,8 +307,10 @@ def update(
     new_train = jax.tree.map(lambda n, o: n.astype(o.dtype), new_ref, train)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, old)
     new = TrainState(
-        params=lora.combine(keep(new_train, train), frozen), opt_state=keep(opt_state, state.opt_state),
-        step=jnp.where(is_finite, state.step + 1, state.step), master=None if state.master is None else keep(new_ref, state.master),
+        params=lora.combine(keep(new_train, train), frozen),
+        opt_state=keep(opt_state, state.opt_state),
+        step=jnp.where(is_finite, state.step + 1, state.step),
+        master=None if state.master is None else keep(new_ref, state.master),
     )  # fmt: skip
     metrics = dict(
         aux, loss=loss, grad_norm=grad_norm, lr=make_schedule(optim)(state.step),

@@ -48,7 +48,9 @@ def test_zero_adapters_give_the_base_logits_exactly(scan):
     trained = _random_adapters(cfg, adapted)
     assert np.abs(np.asarray(models.forward(cfg, trained, IDS, MASK)) - want).max() > 1e-2
     # the KL reference: adapters switched off on the same base buffers
-    np.testing.assert_array_equal(np.asarray(models.forward(cfg, lora.disable(trained), IDS, MASK)), want)
+    np.testing.assert_array_equal(
+        np.asarray(models.forward(cfg, lora.disable(trained), IDS, MASK)), want
+    )
 
 
 def _sft_batch():
@@ -99,8 +101,8 @@ def test_lora_dropout_is_used_in_training_only_and_deterministic():
     batch = jax.tree.map(jnp.asarray, _sft_batch())
     grads = jax.jit(lambda key: ts.loss_and_grads(loss, train, batch, dropout_key=key,
                                                   denominators_fn=sft.denominators)[0])  # fmt: skip
-    plain = float(jax.jit(lambda: ts.loss_and_grads(loss, train, batch,
-                                                    denominators_fn=sft.denominators)[0])())  # fmt: skip
+    full = lambda: ts.loss_and_grads(loss, train, batch, denominators_fn=sft.denominators)[0]
+    plain = float(jax.jit(full)())
     k1, k2 = jax.random.key(1), jax.random.key(2)
     assert float(grads(k1)) == float(grads(k1)) != plain
     assert float(grads(k2)) != float(grads(k1))

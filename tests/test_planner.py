@@ -268,7 +268,9 @@ def test_the_one_gpu_plans_match_their_config_files(name):
     # lowered only (fast): the persistent state, exact from the shardings
     p = planner.plan(dataclasses.replace(pc, compile=False))
     if cfg.lora_rank:
-        assert p["reference_bytes_per_device"] == 0 and p["trainable_params"] < 0.03 * p["num_params"]
+        assert (
+            p["reference_bytes_per_device"] == 0 and p["trainable_params"] < 0.03 * p["num_params"]
+        )
         assert p["optimizer_bytes_per_device"] < 0.1 * p["params_bytes_per_device"]
     else:
         assert p["master_bytes_per_device"] == 2 * p["params_bytes_per_device"]  # fp32 of bf16

@@ -78,7 +78,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.lora_targets is empty: name some of {LORA_TARGETS}")
         for t in self.lora_targets:
             if t not in LORA_TARGETS:
-                raise ValueError(f"ModelConfig.lora_targets: {t!r} names no module; use {LORA_TARGETS}")
+                raise ValueError(
+                    f"ModelConfig.lora_targets: {t!r} names no module; use {LORA_TARGETS}"
+                )
             width = min(self.lora_dims(t))
             if not 0 < self.lora_rank <= width:
                 raise ValueError(f"ModelConfig.lora_rank={self.lora_rank} is above the width "

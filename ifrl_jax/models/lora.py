@@ -122,8 +122,9 @@ def attach(cfg: ModelConfig, params: dict, key: jax.Array, *, mesh=None, rules=N
     new = sorted(p for p in abstract if p[-1] in ADAPTER_KEYS and p not in flat)
 
     def init(key):  # one program for every new adapter
-        return {p: _init_adapter(p, abstract[p].shape, abstract[p].dtype, jax.random.fold_in(key, i))
-                for i, p in enumerate(new)}  # fmt: skip
+        keys = jax.random.split(key, max(len(new), 1))
+        return {p: _init_adapter(p, abstract[p].shape, abstract[p].dtype, k)
+                for p, k in zip(new, keys)}  # fmt: skip
 
     out_sh = {p: shardings[p] for p in new} if shardings else None
     flat.update(jax.jit(init, out_shardings=out_sh)(key))
