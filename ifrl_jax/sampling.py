@@ -8,6 +8,11 @@ the B prompts (logits at the last position only), the cache copied to the n samp
 prompt, then a `lax.while_loop` of single-token decode steps that stops as soon as every row
 has finished. EOS ids, temperature and top-p are traced arguments, not compile-time constants.
 
+Randomness is keyed per row, so that a row's tokens do not depend on which rows share its batch
+(`engine.py`, the continuous engine, draws the same tokens): row b * n + j (sample j of prompt
+b) draws its response token t with key fold_in(fold_in(fold_in(rng, prompt_ids[b]), j), t)
+(`row_keys`, `choose_tokens`), one uniform number per row.
+
 A sampled step draws from softmax(logits / temperature) cut to the top-k and then the top-p set
 of that tempered distribution, in transformers' and vLLM's order (`sampling_probs`). The
 log-probs recorded are those of the tempered distribution before the top-k/top-p cut,
@@ -49,6 +54,7 @@ class SampleOutput:
     finished: jax.Array  # [R] bool, True where an EOS id ended the response
     decode_steps: jax.Array  # scalar int32: model steps run after the prefill (<= M - 1)
     prompt_len: int  # P, the bucketed prompt length that was compiled
+    stats: dict | None = None  # the continuous engine's counters (engine.py); None here
 
     @property
     def truncated(self) -> jax.Array:
@@ -126,12 +132,16 @@ def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
     The draw inverts the CDF with one uniform number per row: exact, and on CPU far cheaper
     than `jax.random.categorical`'s Gumbel noise over the whole vocabulary (35 ms per step for
     8 x 152k). `lax.cond` runs only the branch taken, so greedy decoding pays for neither.
+    `key`: one key for all rows, or [R] keys (row r's uniform from key[r] alone).
     """
 
     def draw(_):
         probs, ids = _candidates(logits, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
         cdf = jnp.cumsum(probs, axis=-1)  # [R, C]
-        u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
+        if key.ndim:
+            u = jax.vmap(jax.random.uniform)(key)[:, None] * cdf[:, -1:]
+        else:
+            u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
         idx = jnp.minimum(jnp.sum(cdf < u, axis=-1), probs.shape[-1] - 1)  # first cdf >= u
         if ids is not None:
             idx = jnp.take_along_axis(ids, idx[:, None], axis=-1)[:, 0]
@@ -141,30 +151,67 @@ def _pick(logits, key, temperature, *, top_k, use_top_p, top_p):
     return jax.lax.cond(temperature > 0, draw, greedy, None)
 
 
+def row_keys(rng: jax.Array, prompt_ids: jax.Array, num_samples: int) -> jax.Array:
+    """[B * n] keys: row b * n + j gets fold_in(fold_in(rng, prompt_ids[b]), j)."""
+    fold = jax.vmap(jax.random.fold_in, (None, 0))
+    per_prompt = fold(rng, prompt_ids.astype(jnp.int32))  # [B]
+    return jax.vmap(fold, (0, None))(per_prompt, jnp.arange(num_samples)).reshape(-1)
+
+
+def choose_tokens(logits, keys, step, temperature, top_p, *, top_k: int, use_top_p: bool):
+    """Each row's token at response index step and its recorded log-prob (both engines).
+
+    Args:
+      logits: [R, V] fp32; keys: [R] row keys (`row_keys`); step: [R] or scalar int32, the
+        response index t of the token chosen (its key is fold_in(keys[r], t)).
+    Returns:
+      tokens [R] int32 and log-probs [R] fp32 under softmax(logits / temperature), temperature
+      1 when greedy, before the top-k / top-p cut: what the trainer computes
+      (grpo_step.StepConfig.temperature), as verl, TRL and tunix do.
+    """
+    step = jnp.broadcast_to(step, keys.shape)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, step)
+    tok = _pick(logits, step_keys, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
+    t_logp = jnp.where(temperature > 0, temperature, 1.0)
+    logp = jax.nn.log_softmax(logits / t_logp, -1)
+    return tok, jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
+
+
+def _keys_and_ids(rng, prompt_ids, b):
+    """Typed PRNG key (raw uint32 keys wrapped) and [B] prompt ids (arange(B) by default)."""
+    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)
+    return rng, jnp.arange(b, dtype=jnp.int32) if prompt_ids is None else prompt_ids
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("cfg", "max_new_tokens", "num_samples", "top_k", "use_top_p",
                      "cache_dtype", "mesh", "rules"),
 )  # fmt: skip
 def _generate(
-    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, *,
-    cfg: ModelConfig, max_new_tokens: int, num_samples: int, top_k: int, use_top_p: bool,
-    cache_dtype: str, mesh: Mesh | None, rules,
+    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, prompt_ids=None,
+    limits=None, *, cfg: ModelConfig, max_new_tokens: int, num_samples: int, top_k: int,
+    use_top_p: bool, cache_dtype: str, mesh: Mesh | None, rules,
 ):  # fmt: skip
     with sharding.activation_sharding(mesh, rules):
         return _generate_body(
-            params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, cfg=cfg,
+            params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, prompt_ids,
+            limits, cfg=cfg,
             max_new_tokens=max_new_tokens, num_samples=num_samples, top_k=top_k,
             use_top_p=use_top_p, cache_dtype=cache_dtype,
         )  # fmt: skip
 
 
 def _generate_body(
-    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, *,
+    params, input_ids, mask, rng, eos_ids, temperature, top_p, pad_id, prompt_ids, limits, *,
     cfg, max_new_tokens, num_samples, top_k, use_top_p, cache_dtype,
 ):  # fmt: skip
     b, p = input_ids.shape
     m, n = max_new_tokens, num_samples
+    rng, prompt_ids = _keys_and_ids(rng, prompt_ids, b)
+    keys = row_keys(rng, prompt_ids, n)  # [R]
+    limits = jnp.full((b * n,), m, jnp.int32) if limits is None else limits  # [R]
     s = p + m
     w = api.lm_head_weight(cfg, params).astype(cfg.jnp_dtype)  # [D, V], transposed once
     cache_shape = (cfg.num_layers, b, s, cfg.num_kv_heads, cfg.head_dim)
@@ -187,18 +234,14 @@ def _generate_body(
     next_pos = rep(jnp.sum(mask, axis=-1).astype(jnp.int32))  # [R] position of token 0
     r = b * n
 
-    # Recorded log-probs: the tempered, unfiltered distribution (temperature 1 when greedy), what
-    # the trainer computes (grpo_step.StepConfig.temperature); top-k/top-p only choose tokens.
-    t_logp = jnp.where(temperature > 0, temperature, 1.0)
-
     def choose(logits, i, done):
-        key = jax.random.fold_in(rng, i)
-        tok = _pick(logits, key, temperature, top_k=top_k, use_top_p=use_top_p, top_p=top_p)
-        logp = jax.nn.log_softmax(logits / t_logp, -1)
-        logp = jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
+        tok, logp = choose_tokens(
+            logits, keys, i, temperature, top_p, top_k=top_k, use_top_p=use_top_p
+        )
         tok = jnp.where(done, pad_id, tok)
         logp = jnp.where(done, 0.0, logp)
-        now_done = done | jnp.isin(tok, eos_ids)
+        # A row ends at an EOS id or at its length limit (i + 1 tokens chosen).
+        now_done = done | jnp.isin(tok, eos_ids) | (i + 1 >= limits)
         return tok, logp, now_done
 
     tokens = jnp.full((r, m), pad_id, jnp.int32)
@@ -237,7 +280,9 @@ def _generate_body(
         logprobs=logps, lengths=lengths, done=done,
     )  # fmt: skip
     state = jax.lax.while_loop(cond, body, state)
-    return state.tokens, state.logprobs, state.lengths, state.done, state.step - 1
+    last = jnp.take_along_axis(state.tokens, state.lengths[:, None] - 1, -1)[:, 0]
+    finished = jnp.isin(last, eos_ids)  # ended by an EOS id, not by a length limit
+    return state.tokens, state.logprobs, state.lengths, finished, state.step - 1
 
 
 def _prepare(input_ids, attention_mask_, pad_id, buckets, mesh):
@@ -263,6 +308,32 @@ def _prepare(input_ids, attention_mask_, pad_id, buckets, mesh):
     return jax.device_put((ids, mask), sharding.data_sharding(mesh)), p
 
 
+def check_args(*, eos_ids, max_new_tokens: int) -> None:
+    """The input errors both engines raise before compiling."""
+    if not len(eos_ids):
+        raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+
+
+def row_args(prompt_ids, max_lengths, b: int, n: int, m: int, mesh: Mesh | None):
+    """(prompt_ids [B], max_lengths [B * n]) as int32 device arrays (None where not given),
+    checked, rows split over the data axes like the prompts."""
+    out = []
+    for name, x, size in (("prompt_ids", prompt_ids, b), ("max_lengths", max_lengths, b * n)):
+        if x is None or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+            out.append(x)
+            continue
+        x = np.asarray(x, np.int32)
+        if x.shape != (size,):
+            raise ValueError(f"{name} has shape {x.shape}; expected ({size},)")
+        if name == "max_lengths" and (x.min() < 1 or x.max() > m):
+            raise ValueError(f"max_lengths must be in [1, max_new_tokens={m}]")
+        place = sharding.data_sharding(mesh) if mesh is not None else None
+        out.append(jax.device_put(x, place))
+    return out
+
+
 def generate(
     cfg: ModelConfig,
     params,
@@ -281,6 +352,8 @@ def generate(
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     mesh: Mesh | None = None,
     rules: sharding.Rules | str | None = None,
+    prompt_ids: Sequence[int] | None = None,
+    max_lengths: Sequence[int] | None = None,
 ) -> SampleOutput:
     """Samples `num_samples` responses per left-padded prompt.
 
@@ -295,14 +368,17 @@ def generate(
       rng: PRNG key; the same key gives the same samples.
       cache_dtype: "float32" or "bfloat16" KV cache.
       mesh, rules: shard rows over the data axes and heads per the rules preset.
+      prompt_ids: [B] ints keying each prompt's rows (default 0..B-1); a caller that splits a
+        batch over several calls passes global indices, and each row draws what one call over
+        the whole batch would (`row_keys`).
+      max_lengths: [B * num_samples] per-row caps on response tokens, each in [1, M] (default
+        M); a row at its cap ends without EOS (finished False). For benchmarks that force
+        response lengths.
     Returns:
       SampleOutput with [B * num_samples, M] tokens and log-probs, lengths, finished. The
       log-probs are of softmax(logits / temperature) (1 when greedy) before top-k / top-p.
     """
-    if not len(eos_ids):
-        raise ValueError("eos_ids is empty: pass the tokenizer's eos ids")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    check_args(eos_ids=eos_ids, max_new_tokens=max_new_tokens)
     rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
     if isinstance(input_ids, jax.Array) and not input_ids.is_fully_addressable:
         # Multi-host: global arrays, already bucketed and placed by the caller.
@@ -315,9 +391,10 @@ def generate(
             f"max_position_embeddings {cfg.max_position_embeddings}"
         )
     rng = jax.random.key(0) if rng is None else rng
+    extra = row_args(prompt_ids, max_lengths, args[0].shape[0], num_samples, max_new_tokens, mesh)
     tokens, logps, lengths, done, steps = _generate(
         params, *args, rng, jnp.asarray(np.asarray(eos_ids, np.int32)),
-        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(pad_id),
+        jnp.float32(temperature), jnp.float32(top_p), jnp.int32(pad_id), *extra,
         cfg=cfg, max_new_tokens=int(max_new_tokens), num_samples=int(num_samples),
         top_k=int(top_k), use_top_p=bool(top_p < 1.0), cache_dtype=cache_dtype, mesh=mesh,
         rules=rules,

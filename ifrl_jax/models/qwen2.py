@@ -10,8 +10,9 @@ end, registered with the module as the "qwen2" family in `models/registry.py`). 
 carries logical axis names; activations are pinned with `sharding.constrain`.
 
 The KV cache is an explicit pytree `{"k": [L, B, S, K, H], "v": [L, B, S, K, H]}` passed in and
-returned, updated in place at slot `cache_index` (the same slot for every row: prompts are
-left-padded so that they end together).
+returned, updated in place at slot `cache_index`: a scalar (the same slot for every row: the
+static sampler left-pads prompts so that they end together) or [B] (each row its own slot: the
+continuous engine, `engine.py`, where each cache row is a slot with its own position).
 """
 
 from __future__ import annotations
@@ -188,15 +189,24 @@ class Attention(nn.Module):
         k = constrain(apply_rope(k, sin, cos), (*act, "act_kv_heads", None))  # [B, T, K, H]
         v = constrain(v, (*act, "act_kv_heads", None))
         if cache is not None:
-            start = (layer, 0, cache_index, 0, 0)
-            cache = {
-                "k": jax.lax.dynamic_update_slice(
-                    cache["k"], k[None].astype(cache["k"].dtype), start
-                ),
-                "v": jax.lax.dynamic_update_slice(
-                    cache["v"], v[None].astype(cache["v"].dtype), start
-                ),
-            }
+            if jnp.ndim(cache_index) == 0:  # one slot for every row (left-padded prompts)
+                start = (layer, 0, cache_index, 0, 0)
+                cache = {
+                    "k": jax.lax.dynamic_update_slice(
+                        cache["k"], k[None].astype(cache["k"].dtype), start
+                    ),
+                    "v": jax.lax.dynamic_update_slice(
+                        cache["v"], v[None].astype(cache["v"].dtype), start
+                    ),
+                }
+            else:  # cache_index [B] (engine.py): row b writes slots cache_index[b] + t, t < T;
+                # slots past the end are dropped (never clamped onto earlier ones).
+                rows = jnp.arange(k.shape[0])[:, None]  # [B, 1]
+                idx = cache_index[:, None] + jnp.arange(k.shape[1])  # [B, T]
+                cache = {
+                    name: c.at[layer, rows, idx].set(x.astype(c.dtype), mode="drop")
+                    for name, c, x in (("k", cache["k"], k), ("v", cache["v"], v))
+                }
             k = jax.lax.dynamic_index_in_dim(cache["k"], layer, 0, keepdims=False).astype(q.dtype)
             v = jax.lax.dynamic_index_in_dim(cache["v"], layer, 0, keepdims=False).astype(q.dtype)
         out = dot_product_attention(q, k, v, mask, impl=cfg.attention_impl)  # [B, T, N, H]
