@@ -35,8 +35,8 @@ def _random_adapters(cfg, params, seed=0, scale=0.2):
     return traverse_util.unflatten_dict(flat)
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_zero_adapters_give_the_base_logits_exactly(scan):
+def test_zero_adapters_give_the_base_logits_exactly():
+    scan = False  # scanned layers: the merge and training tests
     base = BASE.replace(scan_layers=scan)
     params = models.init_params(base, jax.random.key(0))
     cfg = lora.configure(base, rank=4, alpha=8, targets=("all",))
@@ -73,8 +73,8 @@ def _train(cfg, params, steps=3, lr=1e-2, micro_batches=1):
     return state, losses
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_only_adapters_train_and_the_optimizer_state_is_theirs(scan):
+def test_only_adapters_train_and_the_optimizer_state_is_theirs():
+    scan = True  # unrolled: the GRPO job test (test_lora_jobs.py)
     base = BASE.replace(scan_layers=scan)
     params = models.init_params(base, jax.random.key(0))
     cfg = lora.configure(base, rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"))
@@ -111,8 +111,8 @@ def test_lora_dropout_is_used_in_training_only_and_deterministic():
                                   models.forward(cfg, adapted, IDS, MASK))  # fmt: skip
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_merged_export_equals_the_adapted_forward_in_transformers(tmp_path, scan):
+def test_merged_export_equals_the_adapted_forward_in_transformers(tmp_path):
+    scan = True  # unrolled: the GRPO job's export (test_lora_jobs.py)
     base = BASE.replace(scan_layers=scan)
     cfg = lora.configure(base, rank=4, alpha=8, targets=("all",))
     adapted = _random_adapters(cfg, lora.attach(cfg, models.init_params(base, jax.random.key(0)),

@@ -70,7 +70,7 @@ def test_a_lora_run_exports_the_merged_model_and_the_peft_adapters(lora_run):
 
 def test_the_reward_model_trains_with_lora(tmp_path):
     c = rm_tiny.get_config()
-    c.workdir, c.num_steps, c.log_every = str(tmp_path), 8, 4
+    c.workdir, c.num_steps, c.log_every = str(tmp_path), 4, 2
     c.lora.rank, c.lora.targets = 4, ("q_proj", "v_proj")
     summary = rm_job.run(c)
     assert 0 <= summary["heldout_accuracy"] <= 1

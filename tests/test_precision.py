@@ -33,8 +33,8 @@ def _run(cfg, params, steps, lr):
     return state, np.array(losses)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_bf16_training_tracks_fp32_with_a_float32_master(tied):
+def test_bf16_training_tracks_fp32_with_a_float32_master():
+    tied = True  # the tied head has its own CPU path (kernels.py)
     f32 = models.get_preset("tiny", tie_word_embeddings=tied)
     bf16 = f32.replace(param_dtype="bfloat16", dtype="bfloat16")
     p32 = models.init_params(f32, jax.random.key(0))
@@ -81,8 +81,8 @@ def test_a_bf16_state_with_its_master_checkpoints_and_restores(tmp_path):
     assert jax.tree.leaves(restored.master)[0].dtype == jnp.float32
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_remat_policies_give_equal_gradients(scan):
+def test_remat_policies_give_equal_gradients():
+    scan = True  # remat is what large (scanned) models run
     base = models.get_preset("tiny", scan_layers=scan)
     params = models.init_params(base, jax.random.key(3))
     batch = jax.tree.map(jnp.asarray, BATCH)
