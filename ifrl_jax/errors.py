@@ -8,6 +8,8 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import json
+
 
 class UserError(ValueError):
     """Bad input: the message names the file:line, flag or config key."""
@@ -19,6 +21,17 @@ class ConfigError(UserError):
     def __init__(self, key: str, value, message: str):
         super().__init__(f"config.{key}={value!r}: {message}")
         self.key = key
+
+
+def json_object_line(line: str, path: str, n: int, error: type[UserError] = UserError) -> dict:
+    """Line n of a JSONL file as a dict; `error` ("path:n: ...") if it is not a JSON object."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise error(f"{path}:{n}: expected a JSON object")
+    return row
 
 
 def require(ok: bool, key: str, value, message: str) -> None:

@@ -40,7 +40,7 @@ from jax.sharding import Mesh
 
 from ifrl_jax import curriculum, records, sampling, sharding, verifiers
 from ifrl_jax import tokenizer as tokenizer_lib
-from ifrl_jax.errors import UserError
+from ifrl_jax.errors import UserError, json_object_line
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.records import Constraint, Record
 
@@ -126,23 +126,13 @@ def pairs_from_responses(recs: Sequence[Record], responses: Sequence[str]) -> li
     return out
 
 
-def _json_line(line: str, path: str, n: int) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{n}: not a JSON line ({e.msg})") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{path}:{n}: expected a JSON object")
-    return row
-
-
 def load_responses(path: str, recs: Sequence[Record]) -> list[str]:
     """Responses JSONL ({"prompt", "response"} per line) aligned with records by prompt."""
     by_prompt = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
-                row = _json_line(line, path, n)
+                row = json_object_line(line, path, n)
                 if not isinstance(row.get("response"), str) or "prompt" not in row:
                     raise UserError(f"{path}:{n}: expected {{'prompt', 'response'}} strings")
                 by_prompt[row["prompt"]] = row["response"]
@@ -314,7 +304,7 @@ def load_pairs(path: str) -> list[dict[str, Any]]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = _json_line(line, path, n)
+            row = json_object_line(line, path, n)
             missing = [k for k in REQUIRED if k not in row]
             if missing:
                 raise UserError(f"{path}:{n}: missing fields {missing}")

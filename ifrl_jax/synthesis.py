@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ifrl_jax import records, verifiers
-from ifrl_jax.errors import UserError
+from ifrl_jax.errors import UserError, json_object_line
 
 _LOW, _CAP, _FREQ = (f"change_case:{x}" for x in ("english_lowercase", "english_capital",
                                                    "capital_word_frequency"))  # fmt: skip
@@ -219,12 +219,7 @@ def load_seeds(path: str) -> list[Seed]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SynthesisError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SynthesisError(f"{path}:{n}: expected a JSON object")
+            row = json_object_line(line, path, n, SynthesisError)
             if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
                 raise SynthesisError(f"{path}:{n}: 'instruction' is missing or blank")
             if not all(isinstance(row.get(k) or "", str) for k in ("input", "output")):
