@@ -51,11 +51,22 @@ def base() -> ml_collections.ConfigDict:
     c.rollout.top_k = 0
     c.rollout.cache_dtype = "bfloat16"
     c.rollout.sample_prompts = 0  # prompts per sampler call and process; 0 = the whole batch
+    # The sampler (`samplers.Options`): "continuous" = one call over the process's batch on
+    # engine_slots refilled slots (0 = sample_prompts x n, the static sampler's rows per call),
+    # prefill in chunks of engine_chunk tokens, engine_slot_len cache positions per slot (0 =
+    # prompt bucket + max_new_tokens); "static" = `sampling.generate` per sample_prompts chunk.
+    # Several processes run the static sampler.
+    c.rollout.engine = "continuous"
+    c.rollout.engine_slots = 0
+    c.rollout.engine_chunk = 32
+    c.rollout.engine_slot_len = 0
     # One step off-policy: batch i+1 is sampled (from a copy of the params: one params copy of
     # device memory) while update i runs, except after a checkpoint; needs grpo.tis_cap > 0.
-    # overlap_devices: "same" = interleaved on the training devices ("split": not implemented).
+    # overlap_devices: "same" = interleaved on the training devices; "split" = the sampler on
+    # its own devices, sampler_mesh (e.g. {"fsdp": 2}) on the last ones, config.mesh on the rest.
     c.rollout.overlap = False
     c.rollout.overlap_devices = "same"
+    c.rollout.sampler_mesh = {}
 
     c.reward = ml_collections.ConfigDict()
     c.reward.scale = 5.0

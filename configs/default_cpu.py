@@ -36,6 +36,9 @@ def get_config():
     c.rollout.prompts_per_batch = 16
     c.rollout.max_new_tokens = 80
     c.rollout.cache_dtype = "float32"
+    # The continuous engine on 32 slots for the 128 rows (benchmarks/rollout.py, "real": 1.5x
+    # the static sampler's tokens/s on this shape); the pairs stage samples with it too.
+    c.rollout.engine_slots = 32
     c.reward.verifier_processes = 0  # the verifiers' one shared worker process
     c.grpo.minibatch_prompts = 8  # 2 mini-batches per rollout batch (old log-probs are used)
     # Two passes over each rollout batch (4 updates): on the same pipelines, seed 1 gained

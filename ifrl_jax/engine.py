@@ -54,11 +54,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ifrl_jax import sampling, sharding
+from ifrl_jax.errors import UserError
 from ifrl_jax.models import api
 from ifrl_jax.models.config import ModelConfig
 
 _LANE_AXES = (None, None, None, "act_kv_heads", None)  # [L, W, P, K, H]: lanes replicated
 _STATS = ("iterations", "decode_steps", "prefill_chunks", "refills", "slot_steps")
+# The settings' names in errors: the GRPO job's config keys (other jobs pass theirs).
+KEYS = dict(engine="rollout.engine", slots="rollout.engine_slots", chunk="rollout.engine_chunk",
+            slot_len="rollout.engine_slot_len", n="rollout.n", max_prompt_len="data.max_prompt_len",
+            max_new_tokens="rollout.max_new_tokens")  # fmt: skip
 
 
 @flax.struct.dataclass
@@ -321,35 +326,36 @@ def _shrink(state: _State, *, num_slots: int, mesh, rules) -> _State:
 
 def check_engine_args(
     *, num_slots: int, num_samples: int, prefill_chunk: int, prompt_len: int, max_new_tokens: int,
-    slot_len: int, max_positions: int, data_ways: int = 1,
+    slot_len: int, max_positions: int, data_ways: int = 1, keys: dict | None = None,
 ) -> None:  # fmt: skip
-    """The engine's input errors, raised before anything compiles (config keys named)."""
+    """The engine's input errors, raised before anything compiles, naming the setting's key
+    (`keys`: KEYS' names -> a job's config keys or flags; default KEYS)."""
+    k = {**KEYS, **(keys or {})}
     if num_slots < 1 or num_slots % data_ways:
-        raise ValueError(
-            f"num_slots={num_slots} (rollout.engine_slots) must be >= 1 and a multiple of the "
+        raise UserError(
+            f"num_slots={num_slots} ({k['slots']}) must be >= 1 and a multiple of the "
             f"{data_ways} data-parallel devices"
         )
     if num_samples > num_slots:
-        raise ValueError(
-            f"num_samples={num_samples} (rollout.n) is more than num_slots={num_slots} "
-            "(rollout.engine_slots): a prompt's samples could not run together; raise "
-            "rollout.engine_slots"
+        raise UserError(
+            f"num_samples={num_samples} ({k['n']}) is more than num_slots={num_slots} "
+            f"({k['slots']}): a prompt's samples could not run together; raise {k['slots']}"
         )
     if prefill_chunk < 1:
-        raise ValueError(f"prefill_chunk={prefill_chunk} (rollout.engine_chunk) must be >= 1")
+        raise UserError(f"prefill_chunk={prefill_chunk} ({k['chunk']}) must be >= 1")
     if prompt_len >= slot_len:
-        raise ValueError(
+        raise UserError(
             f"a prompt of {prompt_len} tokens does not fit the slot's cache of {slot_len} "
-            "positions (rollout.engine_slot_len): raise it or shorten prompts (data.max_prompt_len)"
+            f"positions ({k['slot_len']}): raise it or shorten prompts ({k['max_prompt_len']})"
         )
     if prompt_len + max_new_tokens > slot_len:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} (rollout.max_new_tokens) is above the slot's room: "
-            f"{slot_len} positions (rollout.engine_slot_len) - {prompt_len} prompt tokens = "
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} ({k['max_new_tokens']}) is above the slot's room: "
+            f"{slot_len} positions ({k['slot_len']}) - {prompt_len} prompt tokens = "
             f"{slot_len - prompt_len}"
         )
     if slot_len > max_positions:
-        raise ValueError(
+        raise UserError(
             f"slot_len {slot_len} (prompt + max_new_tokens) exceeds the model's "
             f"max_position_embeddings {max_positions}"
         )

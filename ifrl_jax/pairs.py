@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import curriculum, records, sampling, sharding, verifiers
+from ifrl_jax import curriculum, records, samplers, sharding, verifiers
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.errors import UserError, json_object_line
 from ifrl_jax.models.config import ModelConfig
@@ -184,12 +184,16 @@ def sample_responses(
     system: str | None = None,
     mesh: Mesh | None = None,
     rules: sharding.Rules | str | None = None,
+    engine: samplers.Options | None = None,
 ) -> list[list[str]]:
-    """Samples `num_samples` responses per prompt, one `sampling.generate` call per batch.
+    """Samples `num_samples` responses per prompt.
 
-    Prompts are sorted by length and cut into batches of `batch_size` (the last one filled up
-    by repeating its last prompt, so every call has the same shape); prompts over
-    `max_prompt_len` tokens keep their last tokens.
+    Prompts are sorted by length; prompts over `max_prompt_len` tokens keep their last tokens.
+    The continuous engine (`engine`, default samplers.Options()) takes them all in one call on
+    `engine.slots` slots (0 = batch_size x num_samples); the static sampler, in batches of
+    `batch_size` (the last one filled up by repeating its last prompt: one shape per call).
+    Prompt k of the sorted order draws from the keys of (seed, k): both engines give the same
+    responses.
 
     Returns:
       [len(prompts)][num_samples] decoded responses.
@@ -198,16 +202,19 @@ def sample_responses(
     seqs = tokenizer.encode(chats)
     order = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
     out: list[list[str]] = [[] for _ in prompts]
-    key = jax.random.key(seed)
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        chunk = order[start : start + batch_size]
-        rows = [seqs[i] for i in chunk] + [seqs[chunk[-1]]] * (batch_size - len(chunk))
+    engine = engine or samplers.Options()
+    call = len(order) if engine.continuous() else batch_size
+    for start in range(0, len(order), call):
+        chunk = order[start : start + call]
+        rows = [seqs[i] for i in chunk] + [seqs[chunk[-1]]] * (call - len(chunk))
         ids, mask = tokenizer_lib.pad_left(rows, pad_id=tokenizer.pad_id, max_len=max_prompt_len,
                                            truncation="left")  # fmt: skip
-        res = sampling.generate(
-            cfg, params, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, num_samples=num_samples, eos_ids=tokenizer.eos_ids,
-            pad_id=tokenizer.pad_id, rng=jax.random.fold_in(key, b), mesh=mesh, rules=rules,
+        res = samplers.sample(
+            cfg, params, ids, mask, opts=engine, static_rows=batch_size * num_samples,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            num_samples=num_samples, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
+            rng=jax.random.key(seed), prompt_ids=np.arange(start, start + call), mesh=mesh,
+            rules=rules,
         )  # fmt: skip
         texts = tokenizer.decode_batch(np.asarray(res.tokens), np.asarray(res.lengths))
         for row, i in enumerate(chunk):

@@ -36,6 +36,7 @@ The instruments (bytes from shardings, FLOPs from jaxprs, XLA's buffer assignmen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import shlex
 import time
@@ -44,8 +45,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ifrl_jax import footprint, grpo_step, models, sampling, sharding
+from ifrl_jax import engine, footprint, grpo_step, models, samplers, sampling, sharding
 from ifrl_jax import train_step as ts
 from ifrl_jax.errors import UserError
 from ifrl_jax.models import lora
@@ -82,6 +84,8 @@ class PlanConfig:
     ppo_epochs: int = 1
     micro_batch_rows: int = 1  # rows per data-parallel shard per micro-batch
     sample_prompts: int = 0  # prompts per sampler call; 0 = the whole rollout batch (train.py)
+    engine: str = "continuous"  # the sampler (samplers.py): continuous engine or static
+    engine_slots: int = 0  # the engine's slots; 0 = sample_prompts x n
     remat: str = "full"
     param_dtype: str = "float32"  # bfloat16: 16-bit params with a float32 master copy
     dtype: str = "bfloat16"
@@ -108,6 +112,10 @@ class PlanConfig:
                 bad(name, "must be at least 1")
         if self.sample_prompts < 0:
             bad("sample_prompts", "must be 0 (the whole rollout batch) or positive")
+        if self.engine not in samplers.ENGINES:
+            bad("engine", f"use one of {list(samplers.ENGINES)}")
+        if self.engine_slots and self.engine_slots < self.n:
+            bad("engine_slots", f"must be 0 (sample_prompts x n) or at least --n={self.n}")
         try:
             jnp.dtype(self.cache_dtype)
         except TypeError:
@@ -146,6 +154,7 @@ class PlanConfig:
             "rollout.max_new_tokens": self.response_len, "rollout.n": self.n,
             "rollout.prompts_per_batch": self.prompts_per_batch,
             "rollout.sample_prompts": self.sample_prompts, "rollout.cache_dtype": self.cache_dtype,
+            "rollout.engine": self.engine, "rollout.engine_slots": self.engine_slots,
             "grpo.minibatch_prompts": self.minibatch_prompts, "grpo.ppo_epochs": self.ppo_epochs,
             "grpo.micro_batches": micro_batches,
             "grpo.kl_coef": self.kl_coef,
@@ -237,6 +246,22 @@ def _sampler_program(pc: PlanConfig, cfg, mesh, rules, prompts: int, prompt_len:
         cfg=cfg, max_new_tokens=new, num_samples=pc.n, top_k=0, use_top_p=False,
         cache_dtype=pc.cache_dtype, mesh=mesh, rules=rules,
     )  # fmt: skip
+
+
+def _engine_program(pc: PlanConfig, cfg, mesh, rules, prompts: int, slots: int):
+    """The continuous engine's loop on one call's prompts (`engine._run`), traced."""
+    shardings = models.param_shardings(cfg, mesh, rules)
+    params = sharding.with_shardings(models.abstract_params(cfg), shardings)
+    ids = jax.ShapeDtypeStruct((prompts, pc.prompt_len), jnp.int32)
+    lanes = min(prompts, -(-slots // pc.n))
+    static = dict(cfg=cfg, num_samples=pc.n, lanes=lanes, chunk=32, mesh=mesh, rules=rules)
+    consts, state = jax.eval_shape(
+        functools.partial(engine._init, num_slots=slots, slot_len=pc.prompt_len + pc.response_len,
+                          max_new_tokens=pc.response_len, cache_dtype=pc.cache_dtype, **static),
+        ids, ids, jax.random.key(0), None, None, np.zeros(2, np.int32), 1.0, 1.0, 0,
+    )  # fmt: skip
+    return engine._run.trace(params, consts, state, top_k=0, use_top_p=False, min_slots=8,
+                             **static)  # fmt: skip
 
 
 def _extrapolate(t8: int, t4: int, seq: int, ceiling: int) -> int:
@@ -335,7 +360,8 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
     measure = pc.compile and not skip
     train = _train_memory(pc, mesh, rules, rows, micro, seq, measure=measure)
     prompts = pc.sample_prompts or pc.prompts_per_batch
-    sampler = _sampler_memory(pc, cfg, mesh, rules, prompts, measure=measure)
+    continuous = pc.engine == "continuous"
+    sampler = _sampler_memory(pc, cfg, mesh, rules, prompts, measure=measure and not continuous)
     kv_b = footprint.kv_cache_bytes(
         cfg, mesh, rules, rows=prompts * pc.n, slots=seq, cache_dtype=pc.cache_dtype
     )
@@ -346,6 +372,25 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         train_temp="measured: XLA CPU memory_analysis of the compiled train step",
         sampler_temp="measured: XLA CPU memory_analysis of the compiled sampler",
     )  # fmt: skip
+    if continuous:  # one call over the batch: slots + lanes + the [R, M] outputs, no [R, T] cache
+        slots = pc.engine_slots or prompts * pc.n
+        kv_b = footprint.engine_cache_bytes(
+            cfg, mesh, rules, slots=slots, slot_len=seq, cache_dtype=pc.cache_dtype,
+            lanes=min(pc.prompts_per_batch, -(-slots // pc.n)), prompt_len=pc.prompt_len,
+        )  # fmt: skip
+        ids_b = 2 * pc.prompts_per_batch * pc.prompt_len * 4 // ways
+        out["engine_slots"] = slots
+        sampler["temp"] = sampler["flash"] = None
+        if measure:  # its state (caches, outputs) and prompts are arguments (donated), + temps
+            mem = footprint.compiled_memory(
+                _engine_program(pc, cfg, mesh, rules, pc.prompts_per_batch, slots).lower()
+            )
+            sampler["temp"] = sampler["flash"] = mem["argument"] - params_b + mem["temp"]
+        sources.update(
+            kv_cache="shardings of the engine's slots [L, S, C, K, H] + lanes [L, W, P, K, H]",
+            sampler_temp="measured: XLA CPU memory_analysis of the compiled engine loop "
+            "(arguments but the params, + temporaries)",
+        )  # fmt: skip
     if measure:
         out["argument_bytes_measured"] = train["argument"]
         out["argument_bytes_planned"] = params_b + opt_b + master_b + train["batch"]  # a check

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import data, grpo, rewards, sampling, sharding, verifiers
+from ifrl_jax import data, grpo, rewards, samplers, sampling, sharding, verifiers
 from ifrl_jax.models import ModelConfig
 from ifrl_jax.records import Record
 
@@ -42,10 +42,19 @@ class Options:
     max_prompt_len: int = 2048
     overlong: str = "truncate_left"
     prompt_buckets: tuple[int, ...] = ()  # () = sampling.DEFAULT_BUCKETS
+    engine: str = "continuous"  # samplers.Options, from the engine_* keys
+    engine_slots: int = 0
+    engine_chunk: int = 32
+    engine_slot_len: int = 0
 
     @property
     def buckets(self) -> tuple[int, ...]:
         return tuple(self.prompt_buckets) or sampling.DEFAULT_BUCKETS
+
+    @property
+    def engine_options(self) -> samplers.Options:
+        return samplers.Options(self.engine, self.engine_slots, self.engine_chunk,
+                              self.engine_slot_len)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -118,8 +127,10 @@ def sample(
     cfg: ModelConfig, params: dict, tokenizer, batch_records: Sequence[Record], *,
     opts: Options, rng: jax.Array, mesh: Mesh, rules,
 ) -> Sampled:  # fmt: skip
-    """Samples opts.n responses to each of this process's records (chunks of
-    opts.sample_prompts prompts per sampler call, which bounds the KV cache)."""
+    """Samples opts.n responses to each of this process's records: the continuous engine in one
+    call on opts.engine_slots slots, or the static sampler in chunks of opts.sample_prompts
+    prompts per call (which bounds its KV cache). Row (prompt i, sample j) draws from the keys of
+    (rng, i, j) in one process (`sampling.row_keys`), so both engines sample the same tokens."""
     t0 = time.time()
     enc = data.encode_prompts(
         tokenizer, batch_records, max_prompt_len=opts.max_prompt_len, overlong=opts.overlong,
@@ -129,18 +140,22 @@ def sample(
     p = sharding.agree_max(ids.shape[1])  # hosts bucket their own prompts: use one length
     ids = np.pad(ids, ((0, 0), (p - ids.shape[1], 0)), constant_values=tokenizer.pad_id)
     mask = np.pad(mask, ((0, 0), (p - mask.shape[1], 0)))
-    chunk = opts.sample_prompts or ids.shape[0]
+    eng = opts.engine_options
+    static_chunk = opts.sample_prompts or ids.shape[0]
+    chunk = ids.shape[0] if eng.continuous() else static_chunk
     outs = []
     for lo in range(0, ids.shape[0], chunk):  # the KV cache: [L, chunk * n, P + M, K, H]
         prompts = (ids[lo : lo + chunk], mask[lo : lo + chunk])
+        keys = {"rng": rng, "prompt_ids": np.arange(lo, lo + len(prompts[0]))}
         if jax.process_count() > 1:  # global arrays; one process passes its numpy rows directly
             prompts = sharding.host_to_global(prompts, mesh)
-        out = sampling.generate(
-            cfg, params, *prompts, max_new_tokens=opts.max_new_tokens,
-            temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
-            num_samples=opts.n, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
-            rng=jax.random.fold_in(rng, lo) if lo else rng, cache_dtype=opts.cache_dtype,
-            mesh=mesh, rules=rules, buckets=opts.buckets,
+            keys = {"rng": jax.random.fold_in(rng, lo) if lo else rng}
+        out = samplers.sample(
+            cfg, params, *prompts, opts=eng, static_rows=static_chunk * opts.n,
+            max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
+            top_k=opts.top_k, num_samples=opts.n, eos_ids=tokenizer.eos_ids,
+            pad_id=tokenizer.pad_id, cache_dtype=opts.cache_dtype, mesh=mesh, rules=rules,
+            buckets=opts.buckets, **keys,
         )  # fmt: skip
         fetched = (out.tokens, out.lengths, out.finished, out.logprobs)
         outs.append(sharding.global_to_host(fetched, mesh))

@@ -40,12 +40,16 @@ flags.DEFINE_integer("max_new_tokens", 256, "Longest response in tokens.")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature (0 = greedy).")
 flags.DEFINE_float("top_p", 1.0, "Nucleus mass (1 = off).")
 flags.DEFINE_integer("num_samples", 1, "Responses per prompt (pairs per level).")
+flags.DEFINE_enum("engine", "continuous", ["continuous", "static"], "Sampler (samplers.py).")
+flags.DEFINE_integer("engine_slots", 0, "Continuous engine's slots (0 = batch_size x num_samples).")
+flags.DEFINE_integer("engine_chunk", 32, "Continuous engine's prefill chunk (tokens).")
 flags.DEFINE_string("mesh", "", "Mesh shape as axis:size pairs, e.g. data:1,fsdp:-1 ('' = none).")
 flags.DEFINE_string("sharding", "fsdp", "Sharding rules preset.")
 flags.mark_flags_as_required(["input", "output"])
 _KEYS = ("input", "output", "format", "responses", "limit", "policy", "policy_checkpoint",
          "preset", "tokenizer", "seed", "batch_size", "max_prompt_len", "max_new_tokens",
-         "temperature", "top_p", "num_samples", "sharding")  # fmt: skip
+         "temperature", "top_p", "num_samples", "sharding", "engine", "engine_slots",
+         "engine_chunk")  # fmt: skip
 
 
 def main() -> None:

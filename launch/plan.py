@@ -42,6 +42,8 @@ _FLAGS = {  # planner.PlanConfig fields: (define, default, help)
     "ppo_epochs": (flags.DEFINE_integer, 1, "Passes over each rollout batch."),
     "micro_batch_rows": (flags.DEFINE_integer, 1, "Rows per data-parallel shard per micro-batch."),
     "sample_prompts": (flags.DEFINE_integer, 0, "Prompts per sampler call; 0 = the whole batch."),
+    "engine": (flags.DEFINE_string, "continuous", "Sampler: continuous (slots) | static."),
+    "engine_slots": (flags.DEFINE_integer, 0, "Continuous engine slots; 0 = sample_prompts x n."),
     "remat": (flags.DEFINE_string, "full", "none|full|dots"),
     "param_dtype": (flags.DEFINE_string, "float32", "Param dtype (bfloat16: + fp32 master)."),
     "lora_rank": (flags.DEFINE_integer, 0, "LoRA rank; 0 = full fine-tuning."),

@@ -62,15 +62,18 @@ def pytest_timeout_cancel_timer(item):
 
 @pytest.fixture
 def sampler_calls(monkeypatch):
-    """Records (prompts, num_samples) of every sampling.generate call of the test."""
-    from ifrl_jax import sampling
+    """Records every sampler call of the test: (prompts, num_samples) of `sampling.generate`,
+    (prompts, num_samples, num_slots) of the continuous `engine.generate`."""
+    from ifrl_jax import engine, sampling
 
     calls = []
-    real = sampling.generate
+    for module in (sampling, engine):
+        real = module.generate
 
-    def spy(cfg, params, ids, mask, **kw):
-        calls.append((ids.shape[0], kw["num_samples"]))
-        return real(cfg, params, ids, mask, **kw)
+        def spy(cfg, params, ids, mask, _real=real, **kw):
+            slots = (kw["num_slots"],) if "num_slots" in kw else ()
+            calls.append((ids.shape[0], kw["num_samples"], *slots))
+            return _real(cfg, params, ids, mask, **kw)
 
-    monkeypatch.setattr(sampling, "generate", spy)
+        monkeypatch.setattr(module, "generate", spy)
     return calls

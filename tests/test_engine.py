@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
-from ifrl_jax import engine, footprint, models, sampling, sharding
+from ifrl_jax import engine, footprint, models, records, rollout, sampling, sharding
+from ifrl_jax import tokenizer as tokenizer_lib
+from ifrl_jax.errors import UserError
+from ifrl_jax.jobs import common, grpo, warm_start
 
 LENGTHS = [7, 3, 12, 5]  # prompts of different lengths; 12 > the chunk: several prefill chunks
 N, M = 3, 10  # 12 rows on 4 slots: 8 refills
@@ -147,3 +152,45 @@ def test_engine_cache_bytes_counts_the_engines_caches(model):
         cache_dtype="bfloat16",
     )  # fmt: skip
     assert counted == held == 2 * 2 * (4 * 26 + 2 * 16) * 2 * 16 * 2
+
+
+def test_rollout_batches_are_the_same_from_either_engine():
+    """`rollout.sample`: the static sampler in calls of 2 prompts and the engine in one call on
+    4 slots give the same rows, texts and behaviour log-probs (per-row keys)."""
+    tok = tokenizer_lib.load_tokenizer(tokenizer_lib.TINY_TOKENIZER_DIR)
+    cfg = models.get_preset("tiny", vocab_size=tok.vocab_size)
+    params = models.init_params(cfg, jax.random.key(1))
+    recs = records.load_records(os.path.join(warm_start.ASSETS, "train.jsonl")).records[:4]
+    mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    base = dict(n=3, max_new_tokens=12, cache_dtype="float32", max_prompt_len=160)
+    out = {}
+    for name, extra in (("static", dict(sample_prompts=2)), ("continuous", dict(engine_slots=4))):
+        opts = rollout.Options(engine=name, **base, **extra)
+        out[name] = rollout.sample(cfg, params, tok, recs, opts=opts, rng=jax.random.key(2),
+                                   mesh=mesh, rules=sharding.get_rules("fsdp"))  # fmt: skip
+    a, b = out["static"], out["continuous"]
+    assert a.texts == b.texts and len(set(a.texts)) > 6
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    for k in ("input_ids", "attention_mask", "response_mask"):
+        np.testing.assert_array_equal(a.rows[k], b.rows[k])
+    np.testing.assert_allclose(a.rows["rollout_logp"], b.rows["rollout_logp"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("rollout.engine_slots", 3, r"num_samples=8 \(rollout.n\) is more than num_slots=3"),
+        ("rollout.engine_slot_len", 200, r"max_new_tokens=80 \(rollout.max_new_tokens\) is above"),
+        ("rollout.engine", "paged", r"rollout.engine='paged': use one of"),
+    ],
+)
+def test_engine_settings_of_a_job_fail_before_compiling_and_name_the_key(key, value, match):
+    """The default job's config with one bad engine key: one UserError before any sampling."""
+    from configs import default_cpu
+    from tests.tiny_train_config import override
+
+    config = override(default_cpu.get_config(), **{key: value})
+    mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    opts = common.from_section(rollout.Options, {**config.rollout, **config.data})
+    with pytest.raises(UserError, match=match):
+        grpo._check_rollout_fits_mesh(config, mesh, opts, 32768)

@@ -2,7 +2,7 @@
 update i while update i runs; without it, each batch is sampled with the current params.
 
 The tiny GRPO run (no warm start, 4 steps, checkpoints at 2 and 4) is recorded by spies on
-`sampling.generate` (the params each call got, its arguments and tokens) and on the update
+`samplers.sample` (the params each call got, its arguments and tokens) and on the update
 (the params before each optimizer update and the input_ids it trained on)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifrl_jax import grpo_step, sampling
+from ifrl_jax import grpo_step, samplers
 from ifrl_jax.jobs import grpo, grpo_loop
 from tests.tiny_train_config import tiny_config
 
@@ -39,7 +39,7 @@ def _same(a, b) -> bool:
 
 
 class _StepSpy:
-    """The update, recording (params before it, input_ids it trains on) per call."""
+    """The update, recording (params before it, input_ids it trains on, the params' devices)."""
 
     def __init__(self, fn, log):
         self.fn, self.log = fn, log
@@ -48,7 +48,9 @@ class _StepSpy:
         return getattr(self.fn, name)
 
     def __call__(self, state, batch):
-        self.log.append((_host(state.params), np.asarray(jax.device_get(batch["input_ids"]))))
+        devices = {d for x in jax.tree.leaves(state.params) for d in x.devices()}
+        self.log.append((_host(state.params), np.asarray(jax.device_get(batch["input_ids"])),
+                         devices))  # fmt: skip
         return self.fn(state, batch)
 
 
@@ -56,7 +58,7 @@ def _recorded_run(workdir, **overrides):
     """grpo.run of the tiny config; returns (config, rollout sampler calls, updates, rows)."""
     config = tiny_config(workdir, **{**SHORT, **overrides})
     calls, updates = [], []
-    real_generate, real_make_step = sampling.generate, grpo_step.make_step
+    real_generate, real_make_step = samplers.sample, grpo_step.make_step
 
     def generate(cfg, params, ids, mask, **kw):
         copy = jax.tree.map(jnp.copy, params)  # kept for the reference re-run
@@ -68,7 +70,7 @@ def _recorded_run(workdir, **overrides):
         return out
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sampling, "generate", generate)
+        mp.setattr(samplers, "sample", generate)
         mp.setattr(
             grpo_step, "make_step", lambda *a, **k: _StepSpy(real_make_step(*a, **k), updates)
         )
@@ -106,9 +108,9 @@ def test_overlap_trains_batch_i_plus_1_sampled_with_the_params_before_update_i(o
     num_mb = config.rollout.prompts_per_batch // config.grpo.minibatch_prompts
     for step, call in enumerate(calls):
         cfg, ids, mask = call["args"]
-        ref = sampling.generate(cfg, call["params"], ids, mask, **call["kw"])
+        ref = samplers.sample(cfg, call["params"], ids, mask, **call["kw"])
         first_epoch = updates[step * u : step * u + num_mb]
-        trained = np.concatenate([ids_ for _, ids_ in first_epoch])
+        trained = np.concatenate([ids_ for _, ids_, _ in first_epoch])
         np.testing.assert_array_equal(np.asarray(ref.tokens), call["tokens"])
         np.testing.assert_array_equal(trained[:, -m:], call["tokens"])
     steps = [r for r in rows if "reward/mean" in r]
@@ -133,12 +135,42 @@ def test_without_overlap_each_batch_is_sampled_with_the_current_params(tmp_path)
     "overrides,match",
     [
         ({"rollout.overlap": True, "grpo.tis_cap": 0.0}, r"config.grpo.tis_cap=0.0: rollout.ov"),
-        ({"rollout.overlap_devices": "split"}, r"config.rollout.overlap_devices='split': .*not"),
+        ({"rollout.overlap_devices": "split"}, r"overlap_devices='split': .*set rollout.overlap"),
+        ({**OVERLAP, "rollout.overlap_devices": "split"}, r"config.rollout.sampler_mesh={}: "),
+        ({"rollout.overlap_devices": "other"}, r"config.rollout.overlap_devices='other': use"),
     ],
 )
 def test_overlap_config_errors_name_the_key(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         grpo.validate(tiny_config(tmp_path, **overrides))
+
+
+def test_a_sampler_mesh_that_leaves_no_training_device_names_the_key(tmp_path):
+    split = {**OVERLAP, "rollout.overlap_devices": "split", "rollout.sampler_mesh": {"data": 8}}
+    with pytest.raises(ValueError, match=r"config.rollout.sampler_mesh=.*none are left"):
+        grpo.meshes(tiny_config(tmp_path, **split))
+
+
+def test_split_overlap_samples_on_its_own_devices_with_the_stale_params(tmp_path):
+    """overlap_devices="split": the sampler's mesh is the last 4 devices, training the first 4;
+    every batch is sampled there (step 0 too), batch 1 from the params before update 0."""
+    split = {**OVERLAP, "rollout.overlap_devices": "split", "rollout.sampler_mesh": {"data": 4},
+             "mesh": {"data": 2, "fsdp": 2, "tp": 1}, "train.steps": 2}  # fmt: skip
+    config, calls, updates, rows = _recorded_run(tmp_path, **split)
+    u = grpo_loop.updates_per_batch(config)
+    assert len(calls) == 2 and len(updates) == 2 * u
+    sampler_devices, train_devices = set(jax.devices()[4:]), set(jax.devices()[:4])
+    for step, call in enumerate(calls):
+        assert {d for x in jax.tree.leaves(call["params"]) for d in x.devices()} == sampler_devices
+        assert _same(_host(call["params"]), updates[0][0]), step  # both from params_0
+        cfg, ids, mask = call["args"]
+        ref = samplers.sample(cfg, call["params"], ids, mask, **call["kw"])
+        np.testing.assert_array_equal(np.asarray(ref.tokens), call["tokens"])
+    assert calls[1]["thread"].startswith("rollout") and calls[1]["kw"]["mesh"].devices.size == 4
+    assert not _same(_host(calls[0]["params"]), updates[u][0])  # update 0 moved the params
+    assert all(devices == train_devices for _, _, devices in updates)
+    steps = [r for r in rows if "reward/mean" in r]
+    assert [r["rollout/staleness"] for r in steps] == [0, u]
 
 
 def test_overlap_is_refused_with_several_processes(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ifrl_jax import checkpoint, curriculum, models, pairs, records, sampling
+from ifrl_jax import checkpoint, curriculum, engine, models, pairs, records, samplers, sampling
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.jobs import pairs as pairs_job
 from ifrl_jax.records import Constraint, Record
@@ -147,25 +147,32 @@ def test_levels_run_from_the_bare_seed_to_all_constraints(shipped):
         )
 
 
-def test_sampling_batches_prompts_into_few_calls_and_maps_responses_back(tok, monkeypatch):
-    """A fake sampler that answers "<prompt index>-<sample>": rows come back to their prompts."""
+@pytest.mark.parametrize("which", ["static", "continuous"])
+def test_sampling_batches_prompts_into_few_calls_and_maps_responses_back(tok, monkeypatch, which):
+    """A fake sampler that answers "<prompt index>-<sample>": rows come back to their prompts.
+    The static sampler runs batches of 4 prompts; the engine, one call on 4 x 2 slots."""
     prompts = [f"prompt {i} " + "x " * (i % 5) * 9 for i in range(11)]
     index = {tuple(s): i for i, s in enumerate(tok.encode(tok.apply_chat_template(prompts)))}
     calls = []
 
     def fake_generate(cfg, params, ids, mask, *, num_samples, **kw):
-        calls.append(ids.shape)
+        calls.append((ids.shape, kw.get("num_slots"), tuple(kw["prompt_ids"])))
         texts = [f"{index[tuple(row[m.astype(bool)])]}-{j}" for row, m in zip(ids, mask)
                  for j in range(num_samples)]  # fmt: skip
         tokens, _ = tokenizer_lib.pad_left(tok.encode(texts), pad_id=tok.pad_id)
         lengths = np.full(len(texts), tokens.shape[1])
         return sampling.SampleOutput(tokens, tokens, lengths, lengths > 0, 0, ids.shape[1])
 
-    monkeypatch.setattr(sampling, "generate", fake_generate)
+    monkeypatch.setattr(sampling if which == "static" else engine, "generate", fake_generate)
     out = pairs.sample_responses(None, None, tok, prompts, batch_size=4, max_prompt_len=64,
-                                 max_new_tokens=4, num_samples=2)  # fmt: skip
+                                 max_new_tokens=4, num_samples=2,
+                                 engine=samplers.Options(which))  # fmt: skip
     assert out == [[f"{i}-0", f"{i}-1"] for i in range(11)]
-    assert len(calls) == 3 and all(shape[0] == 4 for shape in calls)  # same shape each call
+    if which == "static":  # same shape each call; prompt k of the sorted order keyed by k
+        assert [c[0][0] for c in calls] == [4, 4, 4]
+        assert [c[2] for c in calls] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
+    else:
+        assert calls == [((11, calls[0][0][1]), 8, tuple(range(11)))]
 
 
 def test_pairs_from_a_tiny_random_policy(tok, shipped, tmp_path):
@@ -176,8 +183,12 @@ def test_pairs_from_a_tiny_random_policy(tok, shipped, tmp_path):
     recs = [next(r for r in shipped if len(r.constraints) == k) for k in (1, 2, 3)]
     groups = pairs.instruction_levels(recs)
     prompts = [lv.prompt for g in groups for lv in g]
-    kw = dict(batch_size=len(prompts), max_prompt_len=128, max_new_tokens=8, num_samples=2)
+    kw = dict(batch_size=4, max_prompt_len=128, max_new_tokens=8, num_samples=2)
     responses = pairs.sample_responses(cfg, params, tok, prompts, **kw)
+    # The static sampler's batches of 4 draw the engine's tokens (one call, 8 slots).
+    static = pairs.sample_responses(cfg, params, tok, prompts, engine=samplers.Options("static"),
+                                    **kw)  # fmt: skip
+    assert static == responses and len({r for rs in responses for r in rs}) > 9
     assert len(responses) == 9 and all(len(r) == 2 for r in responses)
     out = pairs.pairs_from_policy(groups, responses)
     assert len(out) == 2 * 2 * (1 + 2 + 3)

@@ -110,7 +110,7 @@ def test_flash_extrapolation_is_linear_and_capped_by_the_measurement():
 def test_plan_tiny_lowered_only():
     pc = planner.PlanConfig(
         model="tiny", mesh=(("fsdp", 8),), prompt_len=32, response_len=32, n=2,
-        prompts_per_batch=16, minibatch_prompts=8, remat="none", compile=False,
+        prompts_per_batch=16, minibatch_prompts=8, remat="none", compile=False, engine="static",
     )  # fmt: skip
     p = planner.plan(pc)
     cfg = models.get_preset("tiny")
@@ -128,6 +128,12 @@ def test_plan_tiny_lowered_only():
     assert p["flops_per_update"] == 16 * 3 * (t * 2 * layer + r * 2 * d * v)
     text = plan_job.format_plan(p)
     assert "KV cache" in text and "tiny" in text
+    # The continuous engine on 8 slots: k and v of the slots [L, 8, 64, K, H] (split over the
+    # devices) and of its ceil(8 / n) = 4 prefill lanes [L, 4, 32, K, H] (replicated).
+    e = planner.plan(dataclasses.replace(pc, engine="continuous", engine_slots=8))
+    assert e["engine_slots"] == 8 and "engine's slots" in e["sources"]["kv_cache"]
+    assert e["kv_cache_bytes_per_device"] == 2 * 2 * (8 // 8 * 64 + 4 * 32) * 2 * 16 * 2
+    assert e["kv_cache_bytes_per_device"] < p["kv_cache_bytes_per_device"]
 
 
 def test_plan_errors_name_the_flag():
@@ -154,6 +160,8 @@ def test_plan_errors_name_the_flag():
         ("remat", "some", "ModelConfig.remat='some'.*--remat"),
         ("cache_dtype", "float8", "--cache_dtype='float8'"),
         ("headroom", 0.0, "--headroom=0.0"),
+        ("engine", "paged", "--engine='paged': use one of"),
+        ("engine_slots", 1, "--engine_slots=1: must be 0"),
     ],
 )
 def test_plan_config_checks_every_flag(field, value, message):

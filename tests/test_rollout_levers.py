@@ -91,7 +91,8 @@ def test_oversample_samples_more_prompts_and_trains_on_the_batch_size(tmp_path, 
                  "grpo.overlong": "penalty", "grpo.overlong_buffer": 4,
                  "grpo.overlong_penalty": 2.0}  # fmt: skip
     grpo.run(tiny_config(tmp_path, **overrides))
-    assert [c for c in sampler_calls if c[1] == 2] == [(12, 2)]  # 3 x 4 prompts, 2 responses each
+    # 3 x 4 prompts, 2 responses each: one call of the continuous engine on 12 x 2 slots
+    assert [c for c in sampler_calls if c[1] == 2] == [(12, 2, 24)]
     with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
         (row,) = [r for r in map(json.loads, f) if "reward/mean" in r]
     # Each update saw a mini-batch of 2 kept prompts x 2 responses x at most 8 tokens.

@@ -118,9 +118,10 @@ def test_sample_prompts_that_do_not_split_over_the_mesh_names_both(tmp_path):
 
 
 def test_sample_prompts_splits_each_rollout_batch_into_sampler_calls(tmp_path, sampler_calls):
-    # Sampled at temperature 0.7 with top-p: the trainer's old log-probs (the same params) are
-    # those of the distribution the sampler recorded, so the logged mismatch is ~0.
+    # The static sampler. Sampled at temperature 0.7 with top-p: the trainer's old log-probs
+    # (the same params) are those of the distribution the sampler recorded: mismatch ~0.
     overrides = {"rollout.prompts_per_batch": 8, "rollout.sample_prompts": 4,
+                 "rollout.engine": "static",
                  "grpo.minibatch_prompts": 4, "train.steps": 1, "sft.steps": 0,
                  "rollout.temperature": 0.7, "rollout.top_p": 0.9, "grpo.tis_cap": 2.0,
                  "train.eval_ifbench": 6}  # fmt: skip

@@ -9,8 +9,10 @@ Per step (one rollout batch):
   mini-batch updates (`grpo_step.make_step`)
   -> metrics -> periodic held-out eval and checkpoint.
 With rollout.overlap (one step off-policy; `grpo_loop.Rollouts`), batch i+1 is sampled in a
-thread, from a copy of the params before update i, while update i runs (on the same devices,
-interleaved by JAX's async dispatch: rollout.overlap_devices="same"); the loss weighs it by
+thread, from a copy of the params before update i, while update i runs: on the same devices,
+interleaved by JAX's async dispatch (rollout.overlap_devices="same"), or on a device group of
+its own (rollout.overlap_devices="split": rollout.sampler_mesh on the last devices, config.mesh
+on the others; the params are copied across after each step's updates); the loss weighs it by
 truncated importance sampling against the sampler's log-probs (grpo.tis_cap > 0 required) and
 rollout/staleness logs the updates in between. The step after a checkpoint samples on-policy
 (nothing is in flight at a save), so a resumed run equals an uninterrupted one.
@@ -20,6 +22,7 @@ Everything that can break the run on bad input is checked in `validate` before c
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -27,6 +30,7 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from ifrl_jax import (
     checkpoint,
@@ -36,9 +40,11 @@ from ifrl_jax import (
     grpo,
     grpo_step,
     metrics,
+    models,
     records,
     reward_model,
     rollout,
+    samplers,
     sharding,
     verifiers,
 )
@@ -68,9 +74,15 @@ def validate(config) -> None:
          f"must divide rollout.prompts_per_batch={r.prompts_per_batch}")  # fmt: skip
     need(g.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
     need(g.tis_cap >= 0, "grpo.tis_cap", "must be >= 0 (0 = off)")
-    need(r.overlap_devices == "same", "rollout.overlap_devices", "use 'same' (the sampler "
-         "interleaved with the update on the mesh's devices); 'split' (a separate device group "
-         "for the sampler) is not implemented yet")  # fmt: skip
+    need(r.overlap_devices in ("same", "split"), "rollout.overlap_devices", "use 'same' (the "
+         "sampler interleaved with the update on config.mesh's devices) or 'split' (the sampler "
+         "on its own devices, rollout.sampler_mesh)")  # fmt: skip
+    split = r.overlap_devices == "split"
+    need(not split or r.overlap, "rollout.overlap_devices", "'split' runs the sampler beside "
+         "the update: set rollout.overlap=True")  # fmt: skip
+    require(not split or (bool(r.sampler_mesh) and all(v >= 1 for v in r.sampler_mesh.values())),
+            "rollout.sampler_mesh", dict(r.sampler_mesh), "'split' needs the sampler's mesh, "
+            "e.g. {'fsdp': 2}: sizes >= 1 (no -1), taken from the last devices")  # fmt: skip
     need(not r.overlap or g.tis_cap > 0, "grpo.tis_cap", "rollout.overlap samples with params "
          "one step stale: set a truncated importance sampling cap > 0 (e.g. 2.0) so that the "
          "loss corrects for the sampler's policy")  # fmt: skip
@@ -131,8 +143,28 @@ def validate(config) -> None:
             need(os.path.exists(path), f"data.{key}", f"{path} does not exist")
 
 
-def _check_rollout_fits_mesh(config, mesh) -> None:
-    """Each sampler call's prompts must split over the data-parallel devices (before compiling)."""
+def meshes(config) -> tuple[Mesh, Mesh]:
+    """(training mesh, sampler mesh): the same mesh, or with rollout.overlap_devices="split" the
+    last prod(rollout.sampler_mesh) devices for the sampler and the others for config.mesh."""
+    r = config.rollout
+    devices = jax.devices()
+    if not (r.overlap and r.overlap_devices == "split"):
+        mesh = sharding.make_mesh(dict(config.mesh), flag="config.mesh")
+        return mesh, mesh
+    n = math.prod(dict(r.sampler_mesh).values())
+    if n >= len(devices):
+        raise ConfigError("rollout.sampler_mesh", dict(r.sampler_mesh), f"takes {n} of the "
+                          f"{len(devices)} devices: none are left for training")  # fmt: skip
+    rest = len(devices) - n
+    train = sharding.make_mesh(dict(config.mesh), devices=devices[:rest], flag="config.mesh")
+    sampler = sharding.make_mesh(dict(r.sampler_mesh), devices=devices[rest:],
+                                 flag="config.rollout.sampler_mesh")  # fmt: skip
+    return train, sampler
+
+
+def _check_rollout_fits_mesh(config, mesh, opts: rollout.Options, max_positions: int) -> None:
+    """Each sampler call's prompts must split over the data-parallel devices, and the engine's
+    slots must hold the longest prompt and response (before compiling)."""
     r = config.rollout
     ways = sharding.data_ways(mesh)
     per_call = r.sample_prompts * jax.process_count() if r.sample_prompts else r.prompts_per_batch
@@ -141,6 +173,21 @@ def _check_rollout_fits_mesh(config, mesh) -> None:
         raise ConfigError(f"rollout.{key}", r[key], f"each sampler call's {per_call} prompts do "
                           f"not split over the {ways} data-parallel devices (config.mesh data x "
                           "fsdp); use a multiple")  # fmt: skip
+    local = r.prompts_per_batch // jax.process_count()
+    samplers.check(
+        opts.engine_options, num_samples=r.n, static_rows=(r.sample_prompts or local) * r.n,
+        max_prompt_len=opts.max_prompt_len, buckets=opts.buckets,
+        max_new_tokens=r.max_new_tokens, max_positions=max_positions, data_ways=ways,
+    )  # fmt: skip
+    p = config.pipeline
+    if p.enabled:  # the pairs stage samples with the same engine settings
+        keys = {"n": "pipeline.num_samples", "max_new_tokens": "pipeline.max_new_tokens"}
+        samplers.check(
+            opts.engine_options, num_samples=p.num_samples, max_prompt_len=opts.max_prompt_len,
+            static_rows=p.batch_size * p.num_samples, buckets=opts.buckets,
+            max_new_tokens=p.max_new_tokens or r.max_new_tokens, max_positions=max_positions,
+            data_ways=ways, keys=keys,
+        )  # fmt: skip
 
 
 def _get(config, dotted: str):
@@ -189,9 +236,8 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     validate(config)
     workdir = os.path.abspath(config.workdir)
     os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(dict(config.mesh), flag="config.mesh")
+    mesh, sampler_mesh = meshes(config)
     rules = sharding.get_rules(config.sharding)
-    _check_rollout_fits_mesh(config, mesh)
     tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
     train_records, heldout = load_data(config)
     m = config.model
@@ -205,6 +251,10 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         raise ConfigError("model", m.preset, f"vocab_size {cfg.vocab_size} is smaller than the "
                           f"tokenizer's {tokenizer.vocab_size} ids ({tokenizer.path})")  # fmt: skip
     opts = common.from_section(rollout.Options, {**config.rollout, **config.data})
+    _check_rollout_fits_mesh(config, sampler_mesh, opts, cfg.max_position_embeddings)
+    if opts.engine == "continuous" and not opts.engine_options.continuous():
+        logging.info("rollout.engine=continuous runs in one process: %d processes sample with "
+                     "the static sampler", jax.process_count())  # fmt: skip
     eval_kw = dict(
         max_new_tokens=opts.max_new_tokens, max_prompt_len=opts.max_prompt_len,
         batch_size=config.train.eval_batch_size, mesh=mesh, rules=rules,
@@ -280,13 +330,18 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     reward_opts = common.from_section(rollout.RewardOptions, config.reward)
     soft_scorer = _soft_scorer(config, rm_path, mesh, rules)
     sample = lambda p, batch, step: rollout.sample(
-        cfg, p, tokenizer, batch, opts=opts, rng=jax.random.fold_in(key, step), mesh=mesh,
-        rules=rules,
+        cfg, p, tokenizer, batch, opts=opts, rng=jax.random.fold_in(key, step),
+        mesh=sampler_mesh, rules=rules,
     )  # fmt: skip
+    to_sampler = None  # "split": the params are copied to the sampler's devices
+    if sampler_mesh is not mesh:
+        shardings = models.param_shardings(cfg, sampler_mesh, rules)
+        to_sampler = lambda p: jax.device_put(p, shardings)
     batches = grpo_loop.Rollouts(
         sample, lambda: [rec for _ in range(g.oversample) for rec in next(it)],
         overlap=config.rollout.overlap, steps=config.train.steps,
         sync_every=config.train.checkpoint_every, staleness=grpo_loop.updates_per_batch(config),
+        to_sampler=to_sampler,
     )  # fmt: skip
     with rollout.Scorer(reward_opts, soft_scorer) as scorer, batches:
         for step in range(start, config.train.steps):

@@ -10,9 +10,12 @@ With rollout.overlap, batch i+1 is sampled in a thread while update i runs:
              update i+1 on params_{i+1}: the batch is `updates_per_batch` updates stale
 
 The sampler gets a copy of the params (one params copy of device memory, freed when the batch
-is sampled) because the update donates the state's buffers. The trainer's old log-probs are
-computed on the current params as always; the sampler's own log-probs (`rollout_logp`) are the
-behaviour policy, corrected by truncated importance sampling (grpo.tis_cap, required > 0).
+is sampled) because the update donates the state's buffers. With rollout.overlap_devices
+"split" that copy is on the sampler's own devices (`to_sampler`), where every batch is sampled,
+so on a GPU/TPU mesh sampling and updating run at the same time on different chips. The
+trainer's old log-probs are computed on the current params as always; the sampler's own
+log-probs (`rollout_logp`) are the behaviour policy, corrected by truncated importance sampling
+(grpo.tis_cap, required > 0).
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ class Rollouts:
       sample: (params, records, step) -> rollout.Sampled; records: () -> the next step's records.
       overlap: config.rollout.overlap; steps: config.train.steps; sync_every: checkpoint_every.
       staleness: updates between the prefetching params and the trained ones (updates_per_batch).
+      to_sampler: params -> their copy on the sampler's devices ("split"); None: the same
+        devices (a jnp.copy snapshot for the thread, the params themselves otherwise).
     """
 
     def __init__(
         self, sample: Callable, records: Callable, *, overlap: bool, steps: int, sync_every: int,
-        staleness: int,
+        staleness: int, to_sampler: Callable | None = None,
     ):  # fmt: skip
-        self.sample, self.records = sample, records
+        self.sample, self.records, self.to_sampler = sample, records, to_sampler
         self.overlap, self.steps, self.sync_every, self.staleness = (
             overlap, steps, sync_every, staleness,
         )  # fmt: skip
@@ -71,7 +76,8 @@ class Rollouts:
     def take(self, step: int, params) -> tuple[rollout.Sampled, dict]:
         """(the batch trained at `step`, its rollout/staleness and time/sample_wait metrics)."""
         if self.pending is None:
-            sampled = self.sample(params, self.records(), step)
+            placed = params if self.to_sampler is None else self.to_sampler(params)
+            sampled = self.sample(placed, self.records(), step)
             return sampled, {"rollout/staleness": 0, "time/sample_wait": sampled.seconds}
         pending_step, future = self.pending
         self.pending = None
@@ -84,7 +90,8 @@ class Rollouts:
         """Starts sampling `step`'s batch from a copy of `params` (see the class docstring)."""
         if not self.overlap or step >= self.steps or step % self.sync_every == 0:
             return
-        snapshot = jax.tree.map(jnp.copy, params)  # the update donates params' buffers
+        copy = self.to_sampler or (lambda p: jax.tree.map(jnp.copy, p))
+        snapshot = copy(params)  # the update donates params' buffers
         self.pending = (step, self.executor.submit(self.sample, snapshot, self.records(), step))
 
     def __enter__(self) -> Rollouts:

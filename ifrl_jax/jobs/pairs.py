@@ -11,11 +11,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ifrl_jax import checkpoint, records, sharding
+from ifrl_jax import checkpoint, records, samplers, sampling, sharding
 from ifrl_jax import pairs as pairs_lib
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.errors import require
 from ifrl_jax.records import Record
+
+# The engine's settings by launch/build_pairs.py's flag names, in errors.
+FLAGS = {k: f"--{f}" for k, f in (("engine", "engine"), ("slots", "engine_slots"),
+         ("chunk", "engine_chunk"), ("n", "num_samples"),
+         ("max_new_tokens", "max_new_tokens"), ("max_prompt_len", "max_prompt_len"))}  # fmt: skip
+FLAGS["slot_len"] = "the --max_prompt_len bucket + --max_new_tokens"
 
 
 def _from_policy(recs: Sequence[Record], config) -> list[dict]:
@@ -28,6 +34,14 @@ def _from_policy(recs: Sequence[Record], config) -> list[dict]:
         hf_path=config.policy, checkpoint=config.policy_checkpoint, preset=config.preset,
         vocab_size=tok.vocab_size, seed=config.seed, mesh=mesh, rules=rules,
     )  # fmt: skip
+    engine = samplers.Options(config.get("engine", "continuous"), config.get("engine_slots", 0),
+                              config.get("engine_chunk", 32))  # fmt: skip
+    samplers.check(
+        engine, num_samples=config.num_samples, static_rows=config.batch_size * config.num_samples,
+        max_prompt_len=config.max_prompt_len, buckets=sampling.DEFAULT_BUCKETS,
+        max_new_tokens=config.max_new_tokens, max_positions=cfg.max_position_embeddings,
+        data_ways=sharding.data_ways(mesh) if mesh else 1, keys=FLAGS,
+    )  # fmt: skip
     groups = pairs_lib.instruction_levels(recs)
     prompts = [lvl.prompt for g in groups for lvl in g]
     logging.info("pairs: sampling %d prompts (%d instructions)", len(prompts), len(groups))
@@ -35,7 +49,7 @@ def _from_policy(recs: Sequence[Record], config) -> list[dict]:
         cfg, params, tok, prompts, batch_size=config.batch_size,
         max_prompt_len=config.max_prompt_len, max_new_tokens=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, num_samples=config.num_samples,
-        seed=config.seed, mesh=mesh, rules=rules,
+        seed=config.seed, mesh=mesh, rules=rules, engine=engine,
     )  # fmt: skip
     return pairs_lib.pairs_from_policy(groups, responses)
 

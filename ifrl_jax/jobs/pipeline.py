@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from ifrl_jax import pairs as pairs_lib
-from ifrl_jax import records, reward_model
+from ifrl_jax import records, reward_model, rollout
 from ifrl_jax.jobs import common
 from ifrl_jax.jobs import reward_model as rm_job
 from ifrl_jax.models import ModelConfig
@@ -31,12 +31,13 @@ def _pairs(config, cfg, params, tokenizer, train_records, mesh, rules, paths) ->
         records.write_jsonl([lvl for g in groups for lvl in g[1:]], paths["levels"])
     t0 = time.time()
     prompts = [lvl.prompt for g in groups for lvl in g]
+    engine = common.from_section(rollout.Options, config.rollout).engine_options
     responses = pairs_lib.sample_responses(
         cfg, params, tokenizer, prompts, batch_size=p.batch_size,
         max_prompt_len=config.data.max_prompt_len,
         max_new_tokens=p.max_new_tokens or config.rollout.max_new_tokens,
         temperature=p.temperature, num_samples=p.num_samples, seed=config.seed,
-        mesh=mesh, rules=rules,
+        mesh=mesh, rules=rules, engine=engine,
     )  # fmt: skip
     pairs = pairs_lib.pairs_from_policy(groups, responses)
     summary = {**pairs_lib.quality_summary(pairs), "seconds": round(time.time() - t0, 1)}
