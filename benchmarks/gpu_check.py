@@ -67,10 +67,12 @@ _RESULTS = flags.DEFINE_string(
 )
 _INSTALL_NOTE = flags.DEFINE_string("install_note", "", "report: what the install step did.")
 
-# The dry GRPO job: the tiny preset (the shipped tokenizer's vocabulary), 2 responses per prompt,
-# no micro-batching, the verifiers in the one shared worker process.
+# The dry GRPO job: the tiny preset (the shipped tokenizer's vocabulary; 2,048 positions, so
+# prompts of at most 512 tokens), 2 responses per prompt, no micro-batching, the verifiers in the
+# one shared worker process.
 DRY_JOB = {
     "model.preset": "tiny", "model.overrides": {"vocab_size": 2048}, "rollout.n": 2,
+    "data.max_prompt_len": 512,
     "grpo.micro_batches": 1, "reward.verifier_processes": 0,
 }  # fmt: skip
 

@@ -361,6 +361,14 @@ def check_engine_args(
         )
 
 
+def prefill_lanes_for(prompts: int, slots: int, num_samples: int, ways: int = 1,
+                      requested: int = 0) -> int:  # fmt: skip
+    """W: `requested` or ceil(S / n) prompts prefilled at once, at most B, rounded up to a multiple
+    of the data-parallel devices (the model splits its batch over them; extra lanes idle)."""
+    lanes = min(prompts, requested or -(-slots // num_samples))
+    return -(-lanes // ways) * ways
+
+
 def generate(
     cfg: ModelConfig,
     params,
@@ -396,7 +404,8 @@ def generate(
       max_lengths: [B * num_samples] per-row caps on response tokens in [1, M] (benchmarks).
       slot_len: C, cache positions per slot (default: prompt bucket + max_new_tokens); the
         longest prompt + max_new_tokens must fit.
-      prefill_lanes: W, prompts prefilled at once (0 = ceil(S / num_samples), at most B).
+      prefill_lanes: W, prompts prefilled at once (0 = ceil(S / num_samples), at most B),
+        rounded up to a multiple of the data-parallel devices.
       min_slots: the tail shrinks the slots by halves while at least this many remain.
     Returns:
       sampling.SampleOutput: tokens / log-probs [B * num_samples, M], lengths, finished, as
@@ -417,7 +426,7 @@ def generate(
         max_new_tokens=m, slot_len=slot_len, max_positions=cfg.max_position_embeddings,
         data_ways=ways,
     )  # fmt: skip
-    lanes = min(b, prefill_lanes or -(-num_slots // n))
+    lanes = prefill_lanes_for(b, num_slots, n, ways, prefill_lanes)
     rng = jax.random.key(0) if rng is None else rng
     extra = sampling.row_args(prompt_ids, max_lengths, b, n, m, mesh)
     consts, state = _init(

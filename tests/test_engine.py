@@ -118,18 +118,23 @@ def test_bad_inputs_are_clear_errors_before_compiling(model):
     assert (engine._init._cache_size(), engine._run._cache_size()) == before
 
 
-def test_sharded_engine_equals_single_device(model):
+@pytest.mark.parametrize("shape", [{"fsdp": 2}, {"data": 4}], ids=["fsdp2", "data4"])
+def test_sharded_engine_equals_single_device(model, shape):
+    """Same tokens on a mesh; data4: ceil(4 slots / 3) = 2 prefill lanes round up to 4 (the
+    model splits its batch over the 4 devices; 2 lanes would not divide)."""
     cfg, params = model
     ids, mask = _prompts(cfg.vocab_size, LENGTHS, seed=1)
     kw = dict(max_new_tokens=M, num_samples=N, rng=jax.random.key(5), buckets=(16,),
               eos_ids=[-1], temperature=1.0, slot_len=22, **ENGINE)  # fmt: skip
     ref = engine.generate(cfg, params, ids, mask, **kw)
-    mesh = sharding.make_mesh({"fsdp": 2}, devices=jax.devices()[:2])
+    ways = int(np.prod(list(shape.values())))
+    mesh = sharding.make_mesh(shape, devices=jax.devices()[:ways])
     placed = jax.device_put(params, models.param_shardings(cfg, mesh, "fsdp"))
     out = engine.generate(cfg, placed, ids, mask, mesh=mesh, rules="fsdp", **kw)
     np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
     np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(ref.logprobs), atol=1e-5)
-    with pytest.raises(ValueError, match=r"num_slots=3 \(rollout.engine_slots\) must be .* 2 data"):
+    bad = rf"num_slots=3 \(rollout.engine_slots\) must be .* {ways} data"
+    with pytest.raises(ValueError, match=bad):
         engine.generate(cfg, placed, ids, mask, mesh=mesh, rules="fsdp", **{**kw, "num_slots": 3})
 
 
