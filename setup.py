@@ -32,6 +32,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.1",  # per-test time limit (pytest.ini): a hang fails CI, not stalls it
+        "pytest-xdist>=3.5",  # the suite on both cores (-n 2 --dist loadfile): compile-bound
         "hypothesis>=6.100",
         "torch==2.13.0",
         "ruff>=0.6",

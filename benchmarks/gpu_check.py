@@ -72,7 +72,7 @@ _INSTALL_NOTE = flags.DEFINE_string("install_note", "", "report: what the instal
 # one shared worker process.
 DRY_JOB = {
     "model.preset": "tiny", "model.overrides": {"vocab_size": 2048}, "rollout.n": 2,
-    "data.max_prompt_len": 512,
+    "data.max_prompt_len": 160, "data.prompt_buckets": (160,),  # the CPU default's prompts
     "grpo.micro_batches": 1, "reward.verifier_processes": 0,
 }  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 import faulthandler
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -10,6 +12,16 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent XLA compilation cache for the session, inherited by the launcher subprocesses:
+# most job tests compile the same programs again (a run and its resume, one-process and
+# two-process runs, the same tiny config in several tests). Compile time dominates the suite on
+# CPU; an executable is keyed by its HLO and flags, so a hit runs the same program. Removed at
+# the end of the session; JAX_COMPILATION_CACHE_DIR set outside is kept and used as is.
+_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="ifrl_jax_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 # Tests allowed more than pytest.ini's default per-test limit (pytest-timeout): their own
 # subprocess timeouts plus 300 s. A node id, or a file whose module fixture (charged to the first
@@ -44,6 +56,8 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _stderr_fd is not None:
         os.close(_stderr_fd)
+    if _XLA_CACHE is not None:
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)
