@@ -39,23 +39,7 @@ HARD_EXIT_GRACE_S = 60.0
 _stderr_fd: int | None = None
 
 
-# The longest files first (seconds, serial, 2026-12-06): with `-n 2 --dist loadfile` a file runs
-# on one worker, so starting the long ones first keeps both workers busy to the end instead of
-# leaving one to finish test_train.py (~300 s) alone. Only the order changes.
-LONG_FILES_FIRST = (
-    "tests/test_train.py", "tests/test_overlap.py", "tests/test_default_job.py",
-    "tests/test_learning.py", "tests/test_gpu_check.py", "tests/test_lora_jobs.py",
-    "tests/test_engine.py", "tests/test_lora.py", "tests/test_precision.py",
-)  # fmt: skip
-
-
-def _file_rank(item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    return LONG_FILES_FIRST.index(path) if path in LONG_FILES_FIRST else len(LONG_FILES_FIRST)
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_file_rank)  # stable: the order within a file, and of the rest, is kept
     for item in items:
         if item.get_closest_marker("timeout") is not None:
             continue
