@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices, set once before JAX is imported anywhere; per-test limits."""
 
 import faulthandler
+import json
 import os
 import shutil
 import tempfile
@@ -51,6 +52,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     global _stderr_fd
     _stderr_fd = os.dup(2)  # the real stderr: output capture is not active during configure
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_Scheduling(), "ifrl_jax_scheduling")
 
 
 def pytest_unconfigure(config):
@@ -58,6 +61,66 @@ def pytest_unconfigure(config):
         os.close(_stderr_fd)
     if _XLA_CACHE is not None:
         shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+
+
+# Seconds each test file took alone (serial run, no compilation cache, 2-core Xeon, 2026-12-06;
+# files under 2 s left out). With `-n 2 --dist loadfile` the workers take whole files, longest
+# first, so neither is left with a long file at the end (xdist's own order is by test count).
+# Refresh: `IFRL_RECORD_FILE_SECONDS=out.json python -m pytest -q -p no:xdist tests`.
+FILE_SECONDS = {
+    "test_train.py": 257, "test_overlap.py": 113, "test_default_job.py": 99,
+    "test_models.py": 84, "test_learning.py": 78, "test_gpu_check.py": 73,
+    "test_sampling.py": 71, "test_lora_jobs.py": 62, "test_train_step.py": 55,
+    "test_engine.py": 55, "test_lora.py": 54, "test_precision.py": 49, "test_planner.py": 47,
+    "test_launchers_train.py": 42, "test_train_step_reference.py": 28,
+    "test_logprob_mismatch.py": 18, "test_reward_model.py": 17, "test_rollout_levers.py": 17,
+    "test_launchers_eval.py": 16, "test_pairs.py": 10, "test_eval.py": 8, "test_sharding.py": 7,
+    "test_hf_memory.py": 7, "test_host_memory.py": 6, "test_grpo.py": 6, "test_rewards.py": 4,
+    "test_data.py": 3, "test_ifbench_integration.py": 2.5, "test_tokenizer.py": 2,
+}  # fmt: skip
+
+
+def _file_seconds(scope: str) -> float:
+    return FILE_SECONDS.get(os.path.basename(scope.split("::", 1)[0]), 1.0)
+
+
+class _Scheduling:
+    """Registered in pytest_configure when pytest-xdist is active (its hook is unknown without)."""
+
+    @staticmethod
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") != "loadfile":
+            return None  # xdist's own scheduler
+        from xdist.scheduler import LoadFileScheduling
+
+        class LongestFilesFirst(LoadFileScheduling):
+            """`--dist loadfile` with the files handed out longest first (FILE_SECONDS)."""
+
+            def _assign_work_unit(self, node):
+                if not getattr(self, "_ordered", False):
+                    order = sorted(self.workqueue.items(), key=lambda kv: -_file_seconds(kv[0]))
+                    self.workqueue.clear()
+                    self.workqueue.update(order)
+                    self._ordered = True
+                super()._assign_work_unit(node)
+
+        return LongestFilesFirst(config, log)
+
+
+_recorded: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("IFRL_RECORD_FILE_SECONDS"):
+        name = os.path.basename(report.nodeid.split("::", 1)[0])
+        _recorded[name] = _recorded.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("IFRL_RECORD_FILE_SECONDS")
+    if out and _recorded and not hasattr(session.config, "workerinput"):
+        with open(out, "w") as f:
+            json.dump(dict(sorted(_recorded.items(), key=lambda kv: -kv[1])), f, indent=1)
 
 
 @pytest.hookimpl(tryfirst=True)
