@@ -253,7 +253,7 @@ def _engine_program(pc: PlanConfig, cfg, mesh, rules, prompts: int, slots: int):
     shardings = models.param_shardings(cfg, mesh, rules)
     params = sharding.with_shardings(models.abstract_params(cfg), shardings)
     ids = jax.ShapeDtypeStruct((prompts, pc.prompt_len), jnp.int32)
-    lanes = engine.prefill_lanes_for(prompts, slots, pc.n, sharding.data_ways(mesh))
+    lanes = engine.prefill_lanes_for(prompts, slots, pc.n, sharding.data_ways(mesh), chunk=32)
     static = dict(cfg=cfg, num_samples=pc.n, lanes=lanes, chunk=32, mesh=mesh, rules=rules)
     consts, state = jax.eval_shape(
         functools.partial(engine._init, num_slots=slots, slot_len=pc.prompt_len + pc.response_len,
@@ -376,7 +376,7 @@ def plan(pc: PlanConfig, *, devices: Sequence[jax.Device] | None = None) -> dict
         slots = pc.engine_slots or prompts * pc.n
         kv_b = footprint.engine_cache_bytes(
             cfg, mesh, rules, slots=slots, slot_len=seq, cache_dtype=pc.cache_dtype,
-            lanes=engine.prefill_lanes_for(pc.prompts_per_batch, slots, pc.n, ways),
+            lanes=engine.prefill_lanes_for(pc.prompts_per_batch, slots, pc.n, ways, chunk=32),
             prompt_len=pc.prompt_len,
         )  # fmt: skip
         ids_b = 2 * pc.prompts_per_batch * pc.prompt_len * 4 // ways

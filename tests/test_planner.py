@@ -129,16 +129,17 @@ def test_plan_tiny_lowered_only():
     text = plan_job.format_plan(p)
     assert "KV cache" in text and "tiny" in text
     # The continuous engine on 8 slots: k and v of the slots [L, 8, 64, K, H] (split over the
-    # devices) and of its ceil(8 / n) = 4 prefill lanes [L, 4, 32, K, H] (replicated).
+    # devices) and of its prefill lanes [L, W, 32, K, H] (replicated): W = min(ceil(8 / n),
+    # 4 x 8 / chunk 32) = 1, rounded up to the 8 data-parallel devices here.
     e = planner.plan(dataclasses.replace(pc, engine="continuous", engine_slots=8))
     assert e["engine_slots"] == 8 and "engine's slots" in e["sources"]["kv_cache"]
     assert e["kv_cache_bytes_per_device"] == 2 * 2 * (8 // 8 * 64 + 8 * 32) * 2 * 16 * 2
     # Here the 8 replicated lanes cost what the static cache saves; on one device the engine's
-    # 8 slots + 4 lanes hold 640 positions against the static sampler's 32 rows x 64 = 2,048.
+    # 8 slots + 1 lane hold 544 positions against the static sampler's 32 rows x 64 = 2,048.
     one = dict(mesh=(("fsdp", 1),), engine_slots=8)
     e1 = planner.plan(dataclasses.replace(pc, engine="continuous", **one))
     s1 = planner.plan(dataclasses.replace(pc, **one))
-    assert e1["kv_cache_bytes_per_device"] == 2 * 2 * (8 * 64 + 4 * 32) * 2 * 16 * 2
+    assert e1["kv_cache_bytes_per_device"] == 2 * 2 * (8 * 64 + 1 * 32) * 2 * 16 * 2
     assert s1["kv_cache_bytes_per_device"] == 2 * 2 * (32 * 64) * 2 * 16 * 2
 
 
