@@ -74,6 +74,9 @@ def base() -> ml_collections.ConfigDict:
     c.reward.soft = "exclude"  # soft constraints without a reward model: exclude/zero/error
     c.reward.rm_path = ""  # a launch/train_rm.py workdir: its RM scores the soft constraints
     c.reward.rm_ids = ()  # hard ids the RM scores instead of the rules (rule verdicts logged)
+    # Reward-hacking guard: warn once (and mark the step) when the RM agrees with the rules
+    # on fewer than this fraction of the slots it scores on a step's rollouts; 0 = off.
+    c.reward.rm_agreement_floor = 0.5  # chance level for a yes/no decision
     c.reward.rm_max_len = 1024
     c.reward.rm_batch_size = 16
     c.reward.verifier_processes = 8

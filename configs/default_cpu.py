@@ -1,4 +1,4 @@
-"""The CPU default job: a small Qwen2-architecture model learns hard constraints on 2 cores.
+"""The CPU default job: a small Qwen2-architecture model learns hard and soft constraints.
 
     python launch/train_grpo.py                       # this config is the default
     python launch/train_grpo.py --config=configs/default_cpu.py --config.seed=1
@@ -6,8 +6,9 @@
 The whole pipeline of the method, in one process: warm start (SFT on the shipped reference
 responses) -> curriculum levels -> pseudo-label pairs sampled from the warm-started policy ->
 the constraint-wise reward model (from the policy's backbone) -> GRPO with the rule verifiers
-plus the RM; prints the held-out pass rate before and after GRPO. Each stage also runs alone
-(workdir /tmp/ifrl_jax/default_cpu holds the warm start, sft/, after one run):
+plus the RM; prints the held-out pass rates (hard; soft by the hidden oracle) before and after
+GRPO. Each stage also runs alone (workdir /tmp/ifrl_jax/default_cpu holds the warm start, sft/,
+after one run):
 
     python launch/build_data.py --input=ifrl_jax/assets/instructions/train.jsonl \
       --output=/tmp/levels.jsonl
@@ -51,9 +52,11 @@ def get_config():
     c.sft.batch_size = 16
     c.sft.max_len = 256
     # The self-supervised RM (the paper's pipeline): pairs from the warm-started policy on the
-    # levels of 140 training instructions, an RM from its backbone. The shipped set has hard
-    # constraints only, so the RM stands in for the rules on one id (reward.rm_ids); the rule
-    # verdicts are still computed and the agreement is logged (reward/rm_agreement).
+    # levels of 140 training instructions, an RM from its backbone. It scores the shipped set's
+    # two soft ids (given only as text; no rule verifier serves them) in GRPO's reward, the rules
+    # the nine hard ones. A hidden rule oracle per soft id (ifrl_jax/oracle.py) only measures:
+    # the RM's agreement with it (rm_soft_agreement; reward/rm_agreement on each step's
+    # rollouts, the reward-hacking guard) and the held-out soft pass rate before/after.
     c.pipeline.enabled = True
     c.pipeline.limit = 140
     c.pipeline.max_new_tokens = 80
@@ -63,7 +66,6 @@ def get_config():
     c.pipeline.rm.batch_size = 32
     c.pipeline.rm.max_len = 192
     c.pipeline.rm.log_every = 20
-    c.reward.rm_ids = ("detectable_format:title",)
     c.reward.rm_max_len = 192
     c.reward.rm_batch_size = 64
     c.train.steps = 40

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import data, rewards, sampling, sharding, verifiers
+from ifrl_jax import data, oracle, rewards, sampling, sharding, verifiers
 from ifrl_jax.models.config import ModelConfig
 from ifrl_jax.records import Constraint, Record
 from ifrl_jax.verifiers import ifeval
@@ -97,6 +97,29 @@ def hard_pass_rates(records: Sequence[Record], responses: Sequence[str], **score
             if valid[i, k]:
                 per_id.setdefault(c.id, []).append(int(passed[i, k]))
     out.update({f"pass/id/{k}": float(np.mean(v)) for k, v in sorted(per_id.items())})
+    return out
+
+
+def soft_pass_rates(records: Sequence[Record], responses: Sequence[str], *,
+                    think_mode: str = "none") -> dict:  # fmt: skip
+    """The held-out pass rate on soft constraints that have a hidden oracle (`ifrl_jax.oracle`:
+    the tiny set's soft ids; measured, never rewarded).
+
+    Returns:
+      {"soft_pass_rate", "soft_constraints", "soft/id/<id>"...}, or {} when no record has one.
+    """
+    ids, texts = [], []
+    for rec, resp in zip(records, responses):
+        text = verifiers.strip_think(resp, mode=think_mode) or ""
+        for c in rec.constraints:
+            ids.append(c.id)
+            texts.append(text)
+    idx, verdict = oracle.verdicts(ids, texts)
+    if not len(idx):
+        return {}
+    judged = np.array(ids)[idx]
+    out = {"soft_pass_rate": float(verdict.mean()), "soft_constraints": int(len(idx))}
+    out.update({f"soft/id/{c}": float(verdict[judged == c].mean()) for c in sorted(set(judged))})
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from ifrl_jax import checkpoint, models, sharding
+from ifrl_jax import checkpoint, models, oracle, sharding
 from ifrl_jax import pairs as pairs_lib
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.models import api
@@ -411,7 +411,8 @@ def evaluate(
       (decision == verifier verdict, hard constraints only), label_verifier_agreement (label ==
       verdict: how good the pseudo-labels themselves are), counts, the agreement per hard id
       (verifier_agreement_per_id), and the expected calibration error of P(1) against the
-      labels (ece) and against the rule verdicts (verifier_ece).
+      labels (ece) and against the rule verdicts (verifier_ece); for soft ids with a hidden
+      oracle (`ifrl_jax.oracle`), the decision's agreement with it (oracle_agreement, per id).
     """
     if not pairs:
         raise ValueError("no held-out pairs to evaluate")
@@ -426,10 +427,14 @@ def evaluate(
     hard_ids = ids[hard]
     agree_per_id = {str(c): float((decision[hard][hard_ids == c] == verdict[hard_ids == c]).mean())
                     for c in sorted(set(hard_ids))}  # fmt: skip
+    soft = oracle.agreement(ids, decision, [p["response"] for p in pairs])
     return {"heldout_accuracy": float(correct.mean()), "verifier_agreement": agree(decision),
             "label_verifier_agreement": agree(labels), "heldout_pairs": len(pairs),
             "heldout_hard_pairs": len(hard), "heldout_accuracy_per_id": per_id,
             "verifier_agreement_per_id": agree_per_id,
+            # Soft ids with a hidden oracle (ifrl_jax.oracle): the RM's decision against it.
+            "oracle_agreement": soft["agreement"], "oracle_agreement_per_id": soft["per_id"],
+            "heldout_oracle_pairs": soft["count"],
             "ece": calibration_error(probs, labels),
             "verifier_ece": calibration_error(probs[hard], verdict) if len(hard) else None,
             }  # fmt: skip

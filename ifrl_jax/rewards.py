@@ -75,6 +75,8 @@ class RewardResult:
         0 for math items).
       rm_agreement: over the slots of hard ids scored by the soft scorer (``rm_ids``), the
         fraction where the scorer's decision (p > 0.5) equals the rule verdict; None if none.
+      rm_agreement_counts: per such id, (slots where they agree, slots).
+      soft_scored: whether a soft scorer (the RM) scored the soft slots.
       verifier_timeouts: hard checks that outlived their time limit (scored 0).
       verifier_errors: hard checks that raised (scored 0).
     """
@@ -86,6 +88,8 @@ class RewardResult:
     ids: list[tuple[str, ...]]
     levels: np.ndarray
     rm_agreement: float | None = None
+    rm_agreement_counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    soft_scored: bool = False
     verifier_timeouts: int = 0
     verifier_errors: int = 0
 
@@ -277,11 +281,11 @@ def score(
 
     rm_slots = [(i, k) for i, k in soft_slots
                 if verifiers.is_hard(records[i].constraints[k].id)]  # fmt: skip
-    agreement = None
+    agreement, by_id = None, defaultdict(list)
+    for i, k in rm_slots:
+        by_id[records[i].constraints[k].id].append((scores[i, k] > 0.5) == (rule[i, k] > 0.5))
     if rm_slots:
-        agreement = float(
-            np.mean([(scores[i, k] > 0.5) == (rule[i, k] > 0.5) for i, k in rm_slots])
-        )
+        agreement = float(np.mean([a for v in by_id.values() for a in v]))
     count = valid.sum(axis=1)
     reward_valid = count > 0
     mean = np.where(reward_valid, (scores * valid).sum(axis=1) / np.maximum(count, 1), 0.0)
@@ -293,9 +297,25 @@ def score(
         ids=ids,
         levels=levels,
         rm_agreement=agreement,
+        rm_agreement_counts={cid: (int(sum(v)), len(v)) for cid, v in sorted(by_id.items())},
+        soft_scored=soft_scorer is not None,
         verifier_timeouts=timeouts,
         verifier_errors=errors,
     )
+
+
+def soft_stats(result: RewardResult) -> tuple[int, float | None]:
+    """Soft constraints that reached the reward: ``(count, mean score)`` over the slots of ids
+    that no rule verifier serves and that counted in the mean (scored by the soft scorer, or 0
+    under ``soft="zero"``); the mean is None when there is none. ``rm_ids`` slots (hard ids
+    scored by the RM) are not counted: ``rm_agreement`` covers them."""
+    mask = np.zeros_like(result.valid)
+    for i, ids in enumerate(result.ids):
+        for k, cid in enumerate(ids):
+            mask[i, k] = cid != MATH_ID and not verifiers.is_hard(cid)
+    mask &= result.valid
+    count = int(mask.sum())
+    return count, (float(result.scores[mask].mean()) if count else None)
 
 
 def pass_rates(result: RewardResult, records: Sequence[Record]) -> dict[str, float]:

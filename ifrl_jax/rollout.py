@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 
@@ -23,7 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import data, grpo, rewards, samplers, sampling, sharding, verifiers
+from ifrl_jax import data, grpo, oracle, rewards, samplers, sampling, sharding, verifiers
 from ifrl_jax.models import ModelConfig
 from ifrl_jax.records import Record
 
@@ -318,15 +319,79 @@ def select_groups(
     return sub, res, m
 
 
+def _oracle_counts(texts, result: rewards.RewardResult) -> dict[str, tuple[int, int]]:
+    """Per soft id with a hidden oracle: (slots where the scored decision agrees with it,
+    slots), over the slots that counted in the reward (scored by the RM)."""
+    if not result.soft_scored:
+        return {}
+    ids, decisions, responses = [], [], []
+    for i, row_ids in enumerate(result.ids):
+        for k, cid in enumerate(row_ids):
+            if result.valid[i, k] and oracle.has_oracle(cid):
+                ids.append(cid)
+                decisions.append(result.scores[i, k] > 0.5)
+                responses.append(texts[i])
+    idx, verdict = oracle.verdicts(ids, responses)
+    out: dict[str, tuple[int, int]] = {}
+    for j, v in zip(idx, verdict):
+        a, t = out.get(ids[j], (0, 0))
+        out[ids[j]] = (a + int(decisions[j] == v), t + 1)
+    return out
+
+
+class AgreementGuard:
+    """Reward-hacking guard: on each step's fresh rollouts, the RM's agreement with the rules
+    on the slots it scores in their place and with the hidden oracle on soft slots that have
+    one (``reward/rm_agreement``, from `batch_metrics`). Below ``floor`` the row
+    gets ``reward/rm_agreement_low`` = 1 (else 0) and the console one warning, so that a policy
+    that learns to fool the RM is seen rather than rewarded in silence."""
+
+    def __init__(self, floor: float):
+        self.floor, self.warned = floor, False
+
+    def check(self, step: int, row: dict) -> None:
+        agreement = row.get("reward/rm_agreement")
+        if agreement is None or not self.floor:
+            return
+        row["reward/rm_agreement_low"] = int(agreement < self.floor)
+        if agreement < self.floor and not self.warned:
+            self.warned = True
+            worst = min(
+                ((k.rsplit("/", 1)[-1], v) for k, v in row.items()
+                 if k.startswith("reward/rm_agreement/")),
+                key=lambda kv: kv[1], default=("?", agreement),
+            )  # fmt: skip
+            logging.warning(
+                "step %d: the RM agrees with the rules/oracle on %.2f of the slots it scores, "
+                "below "
+                "reward.rm_agreement_floor=%.2f (lowest: %s at %.2f); the policy may be learning "
+                "to fool the RM (warned once; reward/rm_agreement_low marks every such step)",
+                step, agreement, self.floor, *worst,
+            )  # fmt: skip
+
+
 def batch_metrics(sampled: Sampled, result: rewards.RewardResult, *, n: int) -> dict:
     """Reward statistics, pass rates per id and level, and response lengths of one batch."""
     r = np.asarray(result.rewards, np.float32)
     stats = jax.device_get(grpo.reward_stats(r, group_size=n))
     row = {f"reward/{k.removeprefix('reward_')}": float(v) for k, v in stats.items()}
     row.update({f"rate/{k}": v for k, v in rewards.pass_rates(result, sampled.records).items()})
-    if result.rm_agreement is not None:  # RM decision == rule verdict on reward.rm_ids slots
-        row["reward/rm_agreement"] = result.rm_agreement
+    # The RM's decision (p > 0.5) against the rule verdict on reward.rm_ids slots and against
+    # the hidden oracle on soft slots that have one (measured only; the reward-hacking guard).
+    counts = dict(result.rm_agreement_counts)
+    for cid, (agree, total) in _oracle_counts(sampled.texts, result).items():
+        a0, t0 = counts.get(cid, (0, 0))
+        counts[cid] = (a0 + agree, t0 + total)
+    if counts:
+        row["reward/rm_agreement"] = sum(a for a, _ in counts.values()) / sum(
+            t for _, t in counts.values()
+        )
+        row.update({f"reward/rm_agreement/{k}": a / t for k, (a, t) in sorted(counts.items())})
     row["reward/verifier_timeouts"] = result.verifier_timeouts  # checks cut by the time limit
+    soft_count, soft_mean = rewards.soft_stats(result)  # soft constraints in the reward
+    row["reward/soft_count"] = soft_count
+    if soft_mean is not None:
+        row["reward/soft_mean"] = soft_mean
     row.update({
         "response/length_mean": float(np.mean(sampled.lengths)),
         "response/finished_frac": float(np.mean(sampled.finished)),

@@ -1,6 +1,6 @@
 r"""Generate the small instruction set shipped for the CPU default job (deterministic, seeded).
 
-Writes `train.jsonl` (280 records, 1-3 hard constraints each, reference schema), `heldout.jsonl`
+Writes `train.jsonl` (280 records, 1-3 constraints each, reference schema), `heldout.jsonl`
 (200 records on seed tasks never trained on) and `train_responses.jsonl` (one verified template
 response per training record, for the warm-start SFT) into ifrl_jax/assets/instructions/, and
 prints one `<path>: <n> rows` line per file. The generator is ifrl_jax/jobs/tiny_instructions.py:

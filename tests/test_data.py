@@ -384,7 +384,7 @@ def test_encode_prompts_with_the_tiny_tokenizer():
 
 
 def test_shipped_instruction_set():
-    from ifrl_jax import verifiers
+    from ifrl_jax import oracle, verifiers
 
     train = records.load_records(str(ASSETS / "train.jsonl"))
     heldout = records.load_records(str(ASSETS / "heldout.jsonl"))
@@ -392,7 +392,12 @@ def test_shipped_instruction_set():
     assert train.seeds_derived == 280 and heldout.seeds_derived == 200
     for rec in train.records + heldout.records:
         assert 1 <= len(rec.constraints) <= 3
-        assert all(verifiers.is_hard(c.id) for c in rec.constraints)
+        # Hard ids, and soft ones given only as text (their hidden oracle measures them).
+        assert all(verifiers.is_hard(c.id) or oracle.has_oracle(c.id) for c in rec.constraints)
+        assert all(c.text for c in rec.constraints)
+    for recs in (train.records, heldout.records):
+        soft = {c.id for r in recs for c in r.constraints if not verifiers.is_hard(c.id)}
+        assert soft == {"style:enthusiastic", "soft_content:weather"}
     assert not {r.seed for r in train.records} & {r.seed for r in heldout.records}
     sizes = sum(p.stat().st_size for p in ASSETS.glob("*.jsonl"))
     assert sizes < 450_000
@@ -416,14 +421,22 @@ def test_shipped_files_are_the_generator_output(tmp_path):
 
 
 def test_shipped_responses_satisfy_every_constraint():
-    from ifrl_jax import rewards
+    from ifrl_jax import oracle, rewards
 
     train = records.load_records(str(ASSETS / "train.jsonl")).records
     lines = (ASSETS / "train_responses.jsonl").read_text(encoding="utf-8").splitlines()
     responses = [json.loads(line) for line in lines]
     assert [r["prompt"] for r in responses] == [r.prompt for r in train]
-    result = rewards.score(train, [r["response"] for r in responses])
+    # The soft ids judged by their hidden oracle, in the place of the RM.
+    text_id = {c.text: c.id for r in train for c in r.constraints if oracle.has_oracle(c.id)}
+    by_oracle = lambda texts, asks: np.array(
+        [float(oracle.check(text_id[a], t)) for t, a in zip(texts, asks)]
+    )
+    result = rewards.score(train, [r["response"] for r in responses], soft_scorer=by_oracle)
     np.testing.assert_array_equal(result.rewards, np.full(len(train), 5.0, np.float32))
+    assert rewards.soft_stats(result)[0] > 80
     # And the same responses do not satisfy other records' constraints (the checks bite).
-    shifted = rewards.score(train, [r["response"] for r in responses[1:] + responses[:1]])
+    shifted = rewards.score(
+        train, [r["response"] for r in responses[1:] + responses[:1]], soft_scorer=by_oracle
+    )
     assert shifted.rewards.mean() < 4.0

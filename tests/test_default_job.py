@@ -33,17 +33,21 @@ def default_run(tmp_path_factory):
 
 def test_default_config_runs_its_own_path(default_run):
     """The shared verifier worker (verifier_processes=0), no KL (no reference pass), two PPO passes
-    (old log-probs), the pipeline's RM scoring reward.rm_ids: each shows in the metrics."""
+    (old log-probs), the pipeline's RM scoring the soft constraints (judged against their hidden
+    oracle): each shows in the metrics."""
     workdir, proc = default_run
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("pass_rate_init", "pass_rate_before", "pass_rate_after", "rm_heldout_accuracy"):
+    for key in ("pass_rate_init", "pass_rate_before", "pass_rate_after", "rm_heldout_accuracy",
+                "soft_pass_rate_before", "soft_pass_rate_after"):  # fmt: skip
         assert 0.0 <= summary[key] <= 1.0, key
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1]
     step = rows[1]
     assert step["train/kl_mean"] == 0.0 and step["train/kl_loss"] == 0.0  # kl_coef = 0
     assert step["train/ratio_max"] != 1.0 or step["train/ratio_min"] != 1.0  # 2 passes: ratios
-    assert 0.0 <= step["reward/rm_agreement"] <= 1.0  # detectable_format:title by the RM
+    assert step["reward/soft_count"] > 0 and 0.0 < step["reward/soft_mean"] < 1.0  # the RM
+    assert 0.0 <= step["reward/rm_agreement"] <= 1.0  # the RM against the soft ids' oracle
+    assert 0.0 <= step["eval/soft_pass_rate"] <= 1.0
     assert step["time/verify"] >= 0.0 and "eval/constraint_pass_rate" in step
     for stage in ("sft/DONE", "rm/DONE", "pairs.jsonl", "levels.jsonl", "hf_final/config.json"):
         assert (workdir / stage).exists(), stage

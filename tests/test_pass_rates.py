@@ -174,3 +174,21 @@ def test_reward_pass_rates_reject_mismatched_records():
     recs, texts = map(list, zip(*TRAIN))
     with pytest.raises(ValueError, match="records"):
         rewards.pass_rates(rewards.score(recs, texts), recs[:-1])
+
+
+def test_soft_pass_rates_by_the_hidden_oracle():
+    """Soft ids with an oracle (the tiny set's) are measured by it; others are not counted."""
+    cheer = Constraint("style:enthusiastic", {}, "Write with enthusiasm")
+    weather = Constraint("soft_content:weather", {}, "Mention the weather")
+    recs = [_rec(cheer, NO_COMMA), _rec(weather, cheer), _rec(weather), _rec(ROLE, TITLE)]
+    texts = ["What fun!", "Rainy days, sadly.", "<think>rain</think>\n\nIt is Sunny", "ahoy"]
+    rates = evaluate.soft_pass_rates(recs, texts, think_mode="optional")
+    # cheer: yes, no ("!" missing); weather: yes ("rainy"), yes ("sunny" after the think part).
+    assert rates == {
+        "soft_pass_rate": pytest.approx(3 / 4), "soft_constraints": 4,
+        "soft/id/soft_content:weather": 1.0, "soft/id/style:enthusiastic": 0.5,
+    }  # fmt: skip
+    # The oracle sees the judged text only: "rain" inside the think part does not count.
+    assert evaluate.soft_pass_rates([_rec(weather)], ["<think>rain</think>\n\nno"],
+                                    think_mode="optional")["soft_pass_rate"] == 0.0  # fmt: skip
+    assert evaluate.soft_pass_rates([_rec(ROLE, TITLE)], ["ahoy"]) == {}

@@ -290,3 +290,19 @@ def test_calibration_error_and_agreement_per_id_on_hand_made_scores():
                                                 "punctuation:no_comma": 0.0}  # fmt: skip
     assert out["verifier_agreement"] == 0.5
     assert out["verifier_ece"] == pytest.approx((0.2 + 0.3 + 0.9 + 0.8) / 4)
+
+
+def test_agreement_with_the_soft_ids_hidden_oracle():
+    """rm.evaluate: the RM's decision against the oracle of soft ids that have one."""
+    cheer = Constraint("style:enthusiastic", {}, "Write with enthusiasm")
+    role = Constraint("situation:role_play", {}, "Answer as a pirate")
+    rec = Record("task", (cheer, role), seed="task ", source="f:1")
+    rows = [pairs.make_pair(cheer, "Great!", 1, level=1, record=rec, origin="t"),
+            pairs.make_pair(cheer, "fine.", 0, level=1, record=rec, origin="t"),
+            pairs.make_pair(cheer, "Wow!", 0, level=1, record=rec, origin="t"),
+            pairs.make_pair(role, "ahoy", 1, level=2, record=rec, origin="t")]  # fmt: skip
+    # Decisions: yes, no, no, yes; the oracle: yes, no, yes (role_play has none).
+    out = rm.evaluate(lambda texts, asks: np.array([0.9, 0.2, 0.4, 0.7]), rows)
+    assert out["oracle_agreement"] == pytest.approx(2 / 3) and out["heldout_oracle_pairs"] == 3
+    assert out["oracle_agreement_per_id"] == {"style:enthusiastic": pytest.approx(2 / 3)}
+    assert out["verifier_agreement"] is None  # no hard pair

@@ -211,6 +211,7 @@ def test_soft_excluded_without_scorer(caplog):
     np.testing.assert_array_equal(result.valid, [[True, False], [False, False]])
     np.testing.assert_array_equal(result.rewards, [5.0, 0.0])
     np.testing.assert_array_equal(result.reward_valid, [True, False])  # all-soft: masked
+    assert rewards.soft_stats(result) == (0, None)  # excluded soft slots did not count
 
 
 def test_soft_scorer_is_called_once_for_all_pairs():
@@ -226,6 +227,9 @@ def test_soft_scorer_is_called_once_for_all_pairs():
     np.testing.assert_allclose(result.scores[:2], [[0.0, 0.2], [0.8, 0.2]], rtol=1e-6)
     np.testing.assert_allclose(result.rewards, [5 * 0.1, 5 * 0.5, 5.0], rtol=1e-6)
     assert result.valid[:2].all() and result.reward_valid.all()
+    # The three soft slots reached the reward: (0.2 + 0.8 + 0.2) / 3.
+    count, mean = rewards.soft_stats(result)
+    assert count == 3 and mean == pytest.approx(0.4)
 
 
 def test_rm_ids_route_a_hard_id_to_the_scorer_and_report_agreement():
@@ -240,6 +244,8 @@ def test_rm_ids_route_a_hard_id_to_the_scorer_and_report_agreement():
     np.testing.assert_array_equal(result.scores[:, 0], [1.0, 1.0, 1.0])  # rules: no comma
     np.testing.assert_allclose(result.rewards, 5 * (1 + np.array([0.8, 0.2, 0.8])) / 2, rtol=1e-6)
     assert result.rm_agreement == pytest.approx(2 / 3)  # RM says yes to the first, rules no
+    assert result.rm_agreement_counts == {TITLE.id: (2, 3)}
+    assert rewards.soft_stats(result) == (0, None)  # an rm_ids slot is hard, not soft
     # Without a scorer rm_ids are ignored: the rules decide and there is no agreement figure.
     plain = rewards.score(recs, responses, rm_ids=(TITLE.id,))
     np.testing.assert_array_equal(plain.scores[:, 1], [0.0, 0.0, 1.0])
@@ -257,6 +263,7 @@ def test_soft_scorer_sees_think_stripped_text():
 def test_soft_modes_zero_and_error():
     recs = [_rec(NO_COMMA, ROLE)]
     zero = rewards.score(recs, ["no commas"], soft="zero")
+    assert rewards.soft_stats(zero) == (1, 0.0)
     np.testing.assert_allclose(zero.rewards, [2.5])
     with pytest.raises(ValueError, match="no soft scorer"):
         rewards.score(recs, ["no commas"], soft="error")
@@ -307,3 +314,26 @@ def test_added_constraint_is_met_by_chosen_far_more_than_rejected():
     assert met_chosen / n > 0.75 and met_rejected / n < 0.2
     # The same figures through the rewards of the single-constraint records.
     assert int((chosen.rewards[hard] == 5.0).sum()) == met_chosen
+
+
+def test_agreement_guard_marks_low_steps_and_warns_once(caplog):
+    """reward.rm_agreement_floor: every step below it is marked, the console warned once."""
+    from ifrl_jax import rollout
+
+    guard = rollout.AgreementGuard(0.6)
+    rows = [
+        {"reward/rm_agreement": 0.9, f"reward/rm_agreement/{TITLE.id}": 0.9},
+        {"reward/rm_agreement": 0.5, f"reward/rm_agreement/{TITLE.id}": 0.3,
+         "reward/rm_agreement/punctuation:no_comma": 0.7},
+        {"reward/rm_agreement": 0.4},
+        {"reward/mean": 1.0},  # no RM-scored slot on this step: nothing to judge
+    ]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        for step, row in enumerate(rows, 1):
+            guard.check(step, row)
+    assert [r.get("reward/rm_agreement_low") for r in rows] == [0, 1, 1, None]
+    assert len(caplog.records) == 1
+    assert "step 2" in caplog.text and f"lowest: {TITLE.id} at 0.30" in caplog.text
+    off = {"reward/rm_agreement": 0.1}
+    rollout.AgreementGuard(0.0).check(1, off)
+    assert "reward/rm_agreement_low" not in off

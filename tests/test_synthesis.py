@@ -251,7 +251,7 @@ def test_launcher_bad_input_is_one_line_status_2_and_keeps_the_old_file(tmp_path
     cases = [
         (["--seeds=s.jsonl", "--output=train.jsonl"], "s.jsonl:2: 'instruction'"),
         ([f"--seeds={ASSETS / 'tiny_seeds_heldout.jsonl'}", f"--taxonomy={TINY}",
-          "--output=train.jsonl", "--constraints=1,9"], "too few conflict-free lists"),
+          "--output=train.jsonl", "--constraints=11,11"], "too few conflict-free lists"),
         (["--seeds=s.jsonl", "--output=train.jsonl", "--constraints=3"], "--constraints=3"),
     ]  # fmt: skip
     for argv, says in cases:
@@ -264,12 +264,12 @@ def test_launcher_bad_input_is_one_line_status_2_and_keeps_the_old_file(tmp_path
 
 
 def test_arguments_the_taxonomy_cannot_meet_are_errors():
-    tax = synthesis.load_taxonomy(TINY)  # 9 ids; repeat_prompt never with quotation
+    tax = synthesis.load_taxonomy(TINY)  # 11 ids; repeat_prompt never with quotation
     seeds = _seeds(2)
     with pytest.raises(synthesis.SynthesisError, match="too few conflict-free lists"):
-        synthesis.synthesize(seeds, tax, per_seed=1, min_constraints=9, max_constraints=9, seed=0)
+        synthesis.synthesize(seeds, tax, per_seed=1, min_constraints=11, max_constraints=11, seed=0)
     with pytest.raises(synthesis.SynthesisError, match="too few conflict-free lists"):
-        synthesis.synthesize(seeds, tax, per_seed=10, min_constraints=1, max_constraints=1, seed=0)
+        synthesis.synthesize(seeds, tax, per_seed=12, min_constraints=1, max_constraints=1, seed=0)
     with pytest.raises(synthesis.SynthesisError, match="weights"):
         synthesis.synthesize(
             seeds, tax, per_seed=1, min_constraints=1, max_constraints=3, seed=0, weights=[1, 2]

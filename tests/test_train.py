@@ -98,6 +98,7 @@ def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
         ("reward.rm_ids", ("situation:role_play",), r"config.reward.rm_ids=.*not a hard"),
         ("reward.rm_ids", ("punctuation:no_comma",), r"config.reward.rm_ids=.*needs a reward"),
         ("pipeline.rm_init", "other", r"config.pipeline.rm_init='other'"),
+        ("reward.rm_agreement_floor", 1.5, r"config.reward.rm_agreement_floor=1.5: must be"),
         ("rollout.sample_prompts", 3, r"config.rollout.sample_prompts=3: must divide"),
     ],
 )
@@ -232,47 +233,3 @@ def test_reward_model_scores_the_soft_constraints(tmp_path):
     np.testing.assert_allclose(result.scores[:, 0], probs, rtol=1e-6)
     np.testing.assert_array_equal(result.scores[:, 1], [1.0, 0.0])
     np.testing.assert_allclose(result.rewards, 5.0 * (probs + np.array([1.0, 0.0])) / 2, rtol=1e-6)
-
-
-def test_pipeline_levels_pairs_rm_then_grpo_and_a_restart_reuses_the_stages(tmp_path):
-    """pipeline.enabled: levels -> policy pairs -> RM -> GRPO scoring reward.rm_ids by the RM."""
-    rm_id = "detectable_format:title"
-    kw = {
-        "pipeline.enabled": True, "pipeline.limit": 6, "pipeline.max_new_tokens": 8,
-        "pipeline.batch_size": 8, "pipeline.rm.num_steps": 2, "pipeline.rm.batch_size": 8,
-        "pipeline.rm.max_len": 96, "pipeline.rm.checkpoint_every": 2,
-        "reward.rm_ids": (rm_id,), "reward.rm_max_len": 96,
-        "train.steps": 2, "train.checkpoint_every": 2,
-    }  # fmt: skip
-    # Records whose first constraint is the RM's id, so that every level of every rollout
-    # batch has a slot the RM scores (and reward/rm_agreement is logged at every step).
-    shipped = REPO / "ifrl_jax" / "assets" / "instructions" / "train.jsonl"
-    rows = [x for x in open(shipped) if json.loads(x)["instruction_id_list"][0] == rm_id]
-    (tmp_path / "title_first.jsonl").write_text("".join(rows))
-    kw["data.train"] = str(tmp_path / "title_first.jsonl")
-    summary = grpo.run(tiny_config(tmp_path, **kw))
-    levels = [json.loads(x) for x in open(tmp_path / "levels.jsonl")]
-    pairs = [json.loads(x) for x in open(tmp_path / "pairs.jsonl")]
-    assert levels and all(1 <= len(r["instruction_id_list"]) <= 3 for r in levels)
-    # One positive and one negative per (instruction, level): as many pairs as 2 x levels.
-    assert len(pairs) == 2 * len(levels) == summary["pairs"]
-    assert {p["label"] for p in pairs} == {0, 1}
-    assert (tmp_path / "rm" / "DONE").exists()
-    assert 0.0 <= summary["rm_heldout_accuracy"] <= 1.0
-    assert 0.0 <= summary["pos_hard_pass_rate"] <= 1.0
-    rows = _rows(tmp_path)
-    assert all(0.0 <= r["reward/rm_agreement"] <= 1.0 for r in rows if r["step"] > 0)
-    # A restart with more steps reuses the finished stages (the pair file is not rewritten).
-    mtime = os.path.getmtime(tmp_path / "pairs.jsonl")
-    again = grpo.run(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
-    assert os.path.getmtime(tmp_path / "pairs.jsonl") == mtime
-    assert again["rm_heldout_accuracy"] == summary["rm_heldout_accuracy"]
-    assert len(_rows(tmp_path)) == len(rows) + 1
-    # A restart while the RM was unfinished (no DONE) finishes it from its checkpoint and
-    # keeps the levels and pairs as they are.
-    os.remove(tmp_path / "rm" / "DONE")
-    stamps = {f: os.path.getmtime(tmp_path / f) for f in ("levels.jsonl", "pairs.jsonl")}
-    third = grpo.run(tiny_config(tmp_path, **{**kw, "train.steps": 3}))
-    assert (tmp_path / "rm" / "DONE").exists()
-    assert {f: os.path.getmtime(tmp_path / f) for f in stamps} == stamps
-    assert third["pairs"] == summary["pairs"]

@@ -120,6 +120,8 @@ def validate(config) -> None:
         need(verifiers.is_hard(cid), "reward.rm_ids", f"{cid!r} is not a hard constraint id")
     need(not config.reward.rm_ids or bool(config.reward.rm_path or config.pipeline.enabled),
          "reward.rm_ids", "needs a reward model: reward.rm_path or pipeline.enabled")  # fmt: skip
+    need(0.0 <= config.reward.rm_agreement_floor <= 1.0, "reward.rm_agreement_floor",
+         "must be in [0, 1] (0 turns the reward-hacking warning off)")  # fmt: skip
     p = config.pipeline
     need(
         p.rm_init in ("policy", "config"),
@@ -267,6 +269,8 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         texts = evaluate.generate_texts(cfg, p, tokenizer, heldout + ifbench, **eval_kw)
         think = config.reward.think_mode
         out = evaluate.hard_pass_rates(heldout, texts[: len(heldout)], think_mode=think)
+        # Soft ids with a hidden oracle (the tiny set's): measured, never rewarded.
+        out.update(evaluate.soft_pass_rates(heldout, texts[: len(heldout)], think_mode=think))
         if ifbench:
             rates = evaluate.hard_pass_rates(ifbench, texts[len(heldout) :], think_mode=think)
             out.update({f"ifbench/{k}": rates[k] for k in _RATES})
@@ -319,6 +323,8 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
                     prompt_pass_rate_before=before["prompt_pass_rate"])  # fmt: skip
         if ifbench:
             host["ifbench_pass_rate_before"] = before["ifbench/constraint_pass_rate"]
+        if "soft_pass_rate" in before:
+            host["soft_pass_rate_before"] = before["soft_pass_rate"]
     it = data.make_iterator(
         train_records, batch_size=config.rollout.prompts_per_batch,
         schedule=config.data.schedule, seed=config.seed, state=host.get("data"),
@@ -343,6 +349,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
         sync_every=config.train.checkpoint_every, staleness=grpo_loop.updates_per_batch(config),
         to_sampler=to_sampler,
     )  # fmt: skip
+    guard = rollout.AgreementGuard(config.reward.rm_agreement_floor)
     with rollout.Scorer(reward_opts, soft_scorer) as scorer, batches:
         for step in range(start, config.train.steps):
             sampled, timing = batches.take(step, state.params)
@@ -353,6 +360,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
             )  # fmt: skip
             row.update(timing)
             done = step + 1
+            guard.check(done, row)
             if done % config.train.eval_every == 0 or done == config.train.steps:
                 row.update({f"eval/{k}": v for k, v in evaluate_now(state.params).items()})
             writer.write(done, row)
@@ -389,6 +397,14 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
             if ifbench
             else {}
         ),  # fmt: skip
+        **(
+            {
+                "soft_pass_rate_before": host["soft_pass_rate_before"],
+                "soft_pass_rate_after": final.get("eval/soft_pass_rate"),
+            }
+            if "soft_pass_rate_before" in host
+            else {}
+        ),  # fmt: skip
         "steps": config.train.steps,
         "seconds": round(time.time() - t_start, 1),
         "workdir": workdir,
@@ -402,6 +418,8 @@ def _stage_figures(summaries: dict) -> dict:
     pairs, rm = summaries.get("pairs", {}), summaries.get("rm", {})
     out = {k: pairs[k] for k in ("pairs", "pos_hard_pass_rate", "neg_hard_pass_rate") if k in pairs}
     out.update({f"rm_{k}": rm[k] for k in ("heldout_accuracy", "verifier_agreement") if k in rm})
+    if rm.get("oracle_agreement") is not None:  # the RM against the soft ids' hidden oracle
+        out["rm_soft_agreement"] = rm["oracle_agreement"]
     return out
 
 
@@ -424,5 +442,6 @@ def _before(host: dict) -> dict:
     """The pre-GRPO eval figures kept in the checkpoint's host state."""
     keys = {"pass_rate_before": "constraint_pass_rate",
             "prompt_pass_rate_before": "prompt_pass_rate",
-            "ifbench_pass_rate_before": "ifbench/constraint_pass_rate"}  # fmt: skip
+            "ifbench_pass_rate_before": "ifbench/constraint_pass_rate",
+            "soft_pass_rate_before": "soft_pass_rate"}  # fmt: skip
     return {v: host[k] for k, v in keys.items() if k in host}

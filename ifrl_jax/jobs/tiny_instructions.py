@@ -2,11 +2,12 @@ r"""The tiny-instructions job: the small instruction set shipped for the CPU def
 
 The records are synthesized (`ifrl_jax.synthesis`) from the shipped seed tasks and taxonomy in
 ifrl_jax/assets/instructions/: ``tiny_seeds_train.jsonl`` (40 tasks, each with a title and an
-answer), ``tiny_seeds_heldout.jsonl`` (10 others) and ``tiny_taxonomy.json`` (9 hard ids). What
+answer), ``tiny_seeds_heldout.jsonl`` (10 others) and ``tiny_taxonomy.json`` (9 hard ids, 2 soft ids
+whose hidden rule oracles are in `ifrl_jax.oracle`). What
 stays here is the template program that writes the responses (`_respond`). Deterministic
 (seeded); `run` writes (or, with `check=True`, compares) in `out_dir`:
 
-* ``train.jsonl``: multi-constraint instructions (1-3 hard constraints each, odds
+* ``train.jsonl``: multi-constraint instructions (1-3 constraints each, odds
   `COUNT_WEIGHTS`, `PER_TRAIN_SEED` per task) in the reference schema ``{"prompt",
   "instruction_id_list", "kwargs", "constraint"}``; the prompt is built as upstream, ``seed +
   "".join(text + ". " for text in constraint)`` with seed = task + " " (the loader derives the
@@ -14,9 +15,10 @@ stays here is the template program that writes the responses (`_respond`). Deter
 * ``heldout.jsonl``: the same kind of records on seed tasks that ``train.jsonl`` never uses.
 * ``train_responses.jsonl``: ``{"prompt", "response"}``, one reference response per training
   record, written by the template program below (`_respond`), for the warm-start supervised
-  stage. Every response is checked with the verifiers; one that does not satisfy all its
-  constraints is an AssertionError. The word-count constraints are fitted to these responses
-  (the taxonomy's ``"kwargs": "fit"``, with `_reference` as the reference).
+  stage. Every response is checked with the verifiers (soft ids: with their oracle); one that
+  does not satisfy all its constraints is an AssertionError. The word-count constraints are
+  fitted to these responses (the taxonomy's ``"kwargs": "fit"``, with `_reference` as the
+  reference).
 
 The seed tasks and their answers were written for this project (no third-party text; no commas,
 so that every combination is satisfiable). Constraint texts follow IFEval's phrasing
@@ -53,6 +55,10 @@ def _respond(task: str, title: str, answer: str, ids: list[str], kwargs: list[di
     if "detectable_format:title" in kw:
         parts.append(f"<<{title}>>")
     body = answer
+    if "style:enthusiastic" in kw:
+        body = f"What a wonderful thing to write about! {body}"
+    if "soft_content:weather" in kw:
+        body += " Outside the weather is sunny and warm."
     if "keywords:existence" in kw:
         words = kw["keywords:existence"]["keywords"]
         body += f" It makes me think of {' and '.join(words)}."
@@ -108,12 +114,15 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
 
 def verify_responses(train: list[dict], responses: list[dict]) -> None:
     """Raises AssertionError unless every response satisfies all constraints of its record."""
-    from ifrl_jax import verifiers
+    from ifrl_jax import oracle, verifiers
 
     for rec, resp in zip(train, responses):
         assert rec["prompt"] == resp["prompt"]
         for cid, kw in zip(rec["instruction_id_list"], rec["kwargs"]):
-            ok = verifiers.verify(cid, verifiers.check_spec(cid, kw), resp["response"])
+            if not verifiers.is_hard(cid):  # a soft id: its hidden oracle
+                ok = oracle.check(cid, resp["response"])
+            else:
+                ok = verifiers.verify(cid, verifiers.check_spec(cid, kw), resp["response"])
             assert ok, f"template response fails {cid} {kw}:\n{resp['response']}"
 
 
