@@ -23,6 +23,10 @@ def main() -> None:
     if cli.is_main_process() and summary["pass_rate_after"] is not None:
         print(f"held-out hard-constraint pass rate: before GRPO {summary['pass_rate_before']:.3f}"
               f", after {summary['pass_rate_after']:.3f}")  # fmt: skip
+        if summary.get("soft_pass_rate_after") is not None:  # by the soft ids' hidden oracle
+            print(f"held-out soft-constraint pass rate: before GRPO "
+                  f"{summary['soft_pass_rate_before']:.3f}, after "
+                  f"{summary['soft_pass_rate_after']:.3f}")  # fmt: skip
     cli.print_summary(summary)
 
 

@@ -89,7 +89,8 @@ def test_shipped_responses_pair_each_constraint_with_a_response_that_lacks_it(sh
     responses = pairs.load_responses(str(pairs.ASSETS / "train_responses.jsonl"), shipped)
     out = pairs.pairs_from_responses(shipped, responses)
     by_source = {r.source: (r, resp) for r, resp in zip(shipped, responses)}
-    assert len(out) == 1176 and sum(p["label"] for p in out) == 588
+    constraints = sum(len(r.constraints) for r in shipped)  # one pair of each per constraint
+    assert len(out) == 2 * constraints == 1240 and sum(p["label"] for p in out) == constraints
     for pos, neg in zip(out[::2], out[1::2]):
         rec, resp = by_source[pos["source"]]
         assert (pos["label"], neg["label"], pos["response"]) == (1, 0, resp)
