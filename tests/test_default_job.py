@@ -24,8 +24,12 @@ def default_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("default")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
     env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    # The held-out evaluation (three of them) on the first 20 of the 200 shipped records.
+    heldout = workdir.parent / "heldout20.jsonl"
+    shipped = REPO / "ifrl_jax" / "assets" / "instructions" / "heldout.jsonl"
+    heldout.write_text("".join(open(shipped).readlines()[:20]))
     cmd = [sys.executable, str(REPO / "launch" / "train_grpo.py"), f"--config.workdir={workdir}"]
-    cmd += [f"--config.{k}={v}" for k, v in SHRINK.items()]
+    cmd += [f"--config.{k}={v}" for k, v in {**SHRINK, "data.heldout": heldout}.items()]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, proc
