@@ -73,9 +73,9 @@ class RewardResult:
       ids: per response, its constraint ids (``("math",)`` for a math item).
       levels: ``[N]`` int32, the record's level (its constraint count when it has no level,
         0 for math items).
-      rm_agreement: over the slots of hard ids scored by the soft scorer (``rm_ids``), the
-        fraction where the scorer's decision (p > 0.5) equals the rule verdict; None if none.
-      rm_agreement_counts: per such id, (slots where they agree, slots).
+      rm_agreement_counts: per hard id scored by the soft scorer (``rm_ids``), (slots where the
+        scorer's decision, p > 0.5, equals the rule verdict, slots); ``rm_agreement`` is the
+        overall fraction (None if there is no such slot).
       soft_scored: whether a soft scorer (the RM) scored the soft slots.
       verifier_timeouts: hard checks that outlived their time limit (scored 0).
       verifier_errors: hard checks that raised (scored 0).
@@ -87,11 +87,20 @@ class RewardResult:
     reward_valid: np.ndarray
     ids: list[tuple[str, ...]]
     levels: np.ndarray
-    rm_agreement: float | None = None
     rm_agreement_counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     soft_scored: bool = False
     verifier_timeouts: int = 0
     verifier_errors: int = 0
+
+    @property
+    def rm_agreement(self) -> float | None:
+        return agreement(self.rm_agreement_counts)
+
+
+def agreement(counts: dict[str, tuple[int, int]]) -> float | None:
+    """The overall fraction of {id: (agreeing slots, slots)}; None when there is no slot."""
+    total = sum(t for _, t in counts.values())
+    return sum(a for a, _ in counts.values()) / total if total else None
 
 
 # ----------------------------------------------------------------------------- math
@@ -281,11 +290,9 @@ def score(
 
     rm_slots = [(i, k) for i, k in soft_slots
                 if verifiers.is_hard(records[i].constraints[k].id)]  # fmt: skip
-    agreement, by_id = None, defaultdict(list)
+    by_id = defaultdict(list)
     for i, k in rm_slots:
         by_id[records[i].constraints[k].id].append((scores[i, k] > 0.5) == (rule[i, k] > 0.5))
-    if rm_slots:
-        agreement = float(np.mean([a for v in by_id.values() for a in v]))
     count = valid.sum(axis=1)
     reward_valid = count > 0
     mean = np.where(reward_valid, (scores * valid).sum(axis=1) / np.maximum(count, 1), 0.0)
@@ -296,7 +303,6 @@ def score(
         reward_valid=reward_valid,
         ids=ids,
         levels=levels,
-        rm_agreement=agreement,
         rm_agreement_counts={cid: (int(sum(v)), len(v)) for cid, v in sorted(by_id.items())},
         soft_scored=soft_scorer is not None,
         verifier_timeouts=timeouts,

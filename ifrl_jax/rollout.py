@@ -322,20 +322,15 @@ def select_groups(
 def _oracle_counts(texts, result: rewards.RewardResult) -> dict[str, tuple[int, int]]:
     """Per soft id with a hidden oracle: (slots where the scored decision agrees with it,
     slots), over the slots that counted in the reward (scored by the RM)."""
+    out: dict[str, tuple[int, int]] = {}
     if not result.soft_scored:
-        return {}
-    ids, decisions, responses = [], [], []
+        return out
     for i, row_ids in enumerate(result.ids):
         for k, cid in enumerate(row_ids):
             if result.valid[i, k] and oracle.has_oracle(cid):
-                ids.append(cid)
-                decisions.append(result.scores[i, k] > 0.5)
-                responses.append(texts[i])
-    idx, verdict = oracle.verdicts(ids, responses)
-    out: dict[str, tuple[int, int]] = {}
-    for j, v in zip(idx, verdict):
-        a, t = out.get(ids[j], (0, 0))
-        out[ids[j]] = (a + int(decisions[j] == v), t + 1)
+                a, t = out.get(cid, (0, 0))
+                agree = (result.scores[i, k] > 0.5) == oracle.check(cid, texts[i])
+                out[cid] = (a + int(agree), t + 1)
     return out
 
 
@@ -363,9 +358,9 @@ class AgreementGuard:
             )  # fmt: skip
             logging.warning(
                 "step %d: the RM agrees with the rules/oracle on %.2f of the slots it scores, "
-                "below "
-                "reward.rm_agreement_floor=%.2f (lowest: %s at %.2f); the policy may be learning "
-                "to fool the RM (warned once; reward/rm_agreement_low marks every such step)",
+                "below reward.rm_agreement_floor=%.2f (lowest: %s at %.2f); the policy may be "
+                "learning to fool the RM (warned once; reward/rm_agreement_low marks every such "
+                "step)",
                 step, agreement, self.floor, *worst,
             )  # fmt: skip
 
@@ -378,14 +373,10 @@ def batch_metrics(sampled: Sampled, result: rewards.RewardResult, *, n: int) -> 
     row.update({f"rate/{k}": v for k, v in rewards.pass_rates(result, sampled.records).items()})
     # The RM's decision (p > 0.5) against the rule verdict on reward.rm_ids slots and against
     # the hidden oracle on soft slots that have one (measured only; the reward-hacking guard).
-    counts = dict(result.rm_agreement_counts)
-    for cid, (agree, total) in _oracle_counts(sampled.texts, result).items():
-        a0, t0 = counts.get(cid, (0, 0))
-        counts[cid] = (a0 + agree, t0 + total)
+    # (rm_ids are hard ids and the oracles' soft ones: the two never share a key.)
+    counts = {**result.rm_agreement_counts, **_oracle_counts(sampled.texts, result)}
     if counts:
-        row["reward/rm_agreement"] = sum(a for a, _ in counts.values()) / sum(
-            t for _, t in counts.values()
-        )
+        row["reward/rm_agreement"] = rewards.agreement(counts)
         row.update({f"reward/rm_agreement/{k}": a / t for k, (a, t) in sorted(counts.items())})
     row["reward/verifier_timeouts"] = result.verifier_timeouts  # checks cut by the time limit
     soft_count, soft_mean = rewards.soft_stats(result)  # soft constraints in the reward
