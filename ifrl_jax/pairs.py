@@ -93,6 +93,9 @@ def pairs_from_reference(recs: Sequence[Record]) -> list[dict[str, Any]]:
                 f"{r.source}: fields 'chosen'/'rejected': expected two strings (reference pair "
                 "format); use --format=policy for records without responses"
             )
+        if not chosen.strip() or not rejected.strip():
+            field = "chosen" if not chosen.strip() else "rejected"
+            raise records.RecordError(f"{r.source}: field {field!r} is empty")
         k = len(r.constraints)
         c = r.constraints[-1]
         out.append(make_pair(c, chosen, 1, level=k, record=r, origin="reference"))
@@ -191,7 +194,8 @@ def sample_responses(
     Prompts are sorted by length; prompts over `max_prompt_len` tokens keep their last tokens.
     The continuous engine (`engine`, default samplers.Options()) takes them all in one call on
     `engine.slots` slots (0 = batch_size x num_samples); the static sampler, in batches of
-    `batch_size` (the last one filled up by repeating its last prompt: one shape per call).
+    `batch_size`. A call's prompts are filled up by repeating its last prompt (to the batch
+    size; for the continuous engine, to a multiple of the mesh's data-parallel devices).
     Prompt k of the sorted order draws from the keys of (seed, k): both engines give the same
     responses.
 
@@ -203,7 +207,9 @@ def sample_responses(
     order = sorted(range(len(prompts)), key=lambda i: len(seqs[i]))
     out: list[list[str]] = [[] for _ in prompts]
     engine = engine or samplers.Options()
-    call = len(order) if engine.continuous() else batch_size
+    ways = 1 if mesh is None else sharding.data_ways(mesh)
+    # The continuous engine takes every prompt at once, rounded up to the data-parallel devices.
+    call = -(-len(order) // ways) * ways if engine.continuous() else batch_size
     for start in range(0, len(order), call):
         chunk = order[start : start + call]
         rows = [seqs[i] for i in chunk] + [seqs[chunk[-1]]] * (call - len(chunk))
@@ -216,7 +222,8 @@ def sample_responses(
             rng=jax.random.key(seed), prompt_ids=np.arange(start, start + call), mesh=mesh,
             rules=rules,
         )  # fmt: skip
-        texts = tokenizer.decode_batch(np.asarray(res.tokens), np.asarray(res.lengths))
+        # Every process passed the same prompts; with several, each gets every row back.
+        texts = tokenizer.decode_batch(*sharding.gather_to_all((res.tokens, res.lengths)))
         for row, i in enumerate(chunk):
             out[i] = texts[row * num_samples : (row + 1) * num_samples]
     return out
@@ -225,7 +232,10 @@ def sample_responses(
 def pairs_from_policy(
     groups: Sequence[Sequence[Record]], responses: Sequence[Sequence[str]]
 ) -> list[dict[str, Any]]:
-    """Pairs from sampled responses: `responses` aligned with the flattened [L_0..L_K] groups."""
+    """Pairs from sampled responses: `responses` aligned with the flattened [L_0..L_K] groups.
+
+    A sample whose response is blank (the policy ended at once) makes no pair: an empty text
+    says nothing about a constraint, and load_pairs rejects it."""
     flat = iter(responses)
     out = []
     for levels in groups:
@@ -234,6 +244,8 @@ def pairs_from_policy(
         for k in range(1, len(levels)):
             c = top.constraints[k - 1]
             for j, (pos, neg) in enumerate(zip(samples[k], samples[k - 1])):
+                if not pos.strip() or not neg.strip():
+                    continue
                 out.append(make_pair(c, pos, 1, level=k, record=top, origin="policy", sample=j))
                 out.append(make_pair(c, neg, 0, level=k, record=top, origin="policy", sample=j))
     return out
@@ -319,6 +331,10 @@ def load_pairs(path: str) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{n}: field 'label' must be 0 or 1, got {row['label']!r}")
             if not isinstance(row["response"], str) or not isinstance(row["constraint"], str):
                 raise UserError(f"{path}:{n}: fields 'response'/'constraint' must be strings")
+            for field in ("response", "constraint"):
+                if not row[field].strip():
+                    raise UserError(f"{path}:{n}: field {field!r} is empty (a pair needs a "
+                                    "response and a constraint text to judge it by)")  # fmt: skip
             row.setdefault("group", row["source"])
             out.append(row)
     if not out:

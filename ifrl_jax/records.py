@@ -184,6 +184,12 @@ def _check_spec(instruction_id: str, kwargs: dict[str, Any], where: str, i: int)
     return verifiers.check_spec(instruction_id, kwargs, where=f"{where}: field {field!r}")
 
 
+def _is_hard(instruction_id: str) -> bool:
+    from ifrl_jax import verifiers
+
+    return verifiers.is_hard(instruction_id)
+
+
 def _fail(where: str, field: str, message: str) -> RecordError:
     return RecordError(f"{where}: field {field!r}: {message}")
 
@@ -269,6 +275,9 @@ def parse_record(row: Any, *, where: str) -> Record:
         kw = {k: v for k, v in kw.items() if v is not None}
         norm = _check_spec(cid, kw, where, i)
         constraints.append(Constraint(cid, norm, texts[i] if texts else None))
+        if not texts and not _is_hard(cid):
+            raise _fail(where, "constraint", f"soft id {cid!r} has no text (the reward model "
+                        "scores a soft constraint from its text; give 'constraint': one text per id)")  # fmt: skip
 
     seed = _optional_str(row, "seed", where)
     if seed is not None:

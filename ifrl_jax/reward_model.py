@@ -268,6 +268,9 @@ class RewardModelScorer:
         if batch_size % self.ways:
             raise ValueError(f"batch_size={batch_size}: not a multiple of the {self.ways} "
                              "data-parallel devices (mesh axes data x fsdp)")  # fmt: skip
+        if mesh is not None and batch_size % jax.process_count():
+            raise ValueError(f"batch_size={batch_size}: not a multiple of the "
+                             f"{jax.process_count()} processes")  # fmt: skip
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.max_len, self.batch_size, self.mesh = max_len, batch_size, mesh
         self.rules = sharding.get_rules(rules) if isinstance(rules, str) else rules
@@ -284,9 +287,15 @@ class RewardModelScorer:
         return min(rows, self.batch_size)
 
     def logits(self, responses: Sequence[str], constraint_texts: Sequence[str]) -> np.ndarray:
-        """Class logits [P, C] float32 of the pairs."""
+        """Class logits [P, C] float32 of the pairs.
+
+        With several processes every process must call this the same number of times (it is a
+        collective); each passes its own pairs (any count, none included), see `_logits_hosts`.
+        """
         enc = encode_inputs(self.tokenizer, responses, constraint_texts, **self.encode_kw)
         self.num_truncated += int(enc.truncated.sum())
+        if jax.process_count() > 1 and self.mesh is not None:
+            return self._logits_hosts(enc.seqs)
         lengths = np.array([len(s) for s in enc.seqs], np.int64)
         padded = np.array([tokenizer_lib.bucket_length(n, self.buckets) for n in lengths])
         pending, pad_id = [], self.tokenizer.pad_id
@@ -305,6 +314,27 @@ class RewardModelScorer:
         result = np.zeros((len(enc.seqs), self.cfg.num_labels), np.float32)
         for chunk, out in pending:
             result[chunk] = np.asarray(jax.device_get(out))[: len(chunk)]
+        return result
+
+    def _logits_hosts(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Several processes, each with its own pairs: the hosts agree on one padded length and
+        on the number of calls; in each call every host feeds batch_size / processes rows (its
+        pairs, then filler rows) as its block of the global batch and gets its block back."""
+        local_rows = self.batch_size // jax.process_count()
+        longest = max((len(s) for s in seqs), default=1)
+        length = sharding.agree_max(tokenizer_lib.bucket_length(longest, self.buckets))
+        calls = sharding.agree_max(-(-len(seqs) // local_rows))
+        result = np.zeros((len(seqs), self.cfg.num_labels), np.float32)
+        for c in range(calls):
+            chunk = seqs[c * local_rows : (c + 1) * local_rows]
+            rows = pad_rows(chunk, length=length, rows=local_rows, pad_id=self.tokenizer.pad_id)
+            ids, mask = sharding.host_to_global(rows, self.mesh)
+            out = _classify_jit(self.params, ids, mask, cfg=self.cfg, mesh=self.mesh,
+                                rules=self.rules)  # fmt: skip
+            self.num_calls += 1
+            result[c * local_rows : c * local_rows + len(chunk)] = sharding.global_to_host(
+                out, self.mesh
+            )[: len(chunk)]
         return result
 
     def __call__(self, responses: list[str], constraint_texts: list[str]) -> np.ndarray:

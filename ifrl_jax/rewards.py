@@ -248,30 +248,30 @@ def score(
         if not verifiers.is_hard(c.id) or (soft_scorer is not None and c.id in rm_ids)
     ]
     rule = scores.copy()  # the rule verdicts, before the scorer replaces rm_ids slots
-    if soft_slots:
-        if soft_scorer is not None:
-            asked = [(i, k) for i, k in soft_slots if nonempty[i]]
-            for i, k in asked:
-                if records[i].constraints[k].text is None:
-                    raise ValueError(
-                        f"{records[i].source}: soft constraint {records[i].constraints[k].id!r} "
-                        "has no text to score"
-                    )
-            if asked:
-                probs = np.asarray(
-                    soft_scorer(
-                        [texts[i] for i, _ in asked],
-                        [records[i].constraints[k].text for i, k in asked],
-                    ),
-                    np.float32,
-                ).reshape(-1)
-                if probs.shape[0] != len(asked):
-                    raise ValueError(f"soft scorer returned {probs.shape[0]} for {len(asked)}")
-                for (i, k), p in zip(asked, probs):
-                    scores[i, k] = p
-            for i, k in soft_slots:
-                valid[i, k] = True
-        elif soft == "exclude":
+    if soft_scorer is not None:
+        asked = [(i, k) for i, k in soft_slots if nonempty[i]]
+        for i, k in asked:
+            if records[i].constraints[k].text is None:
+                raise ValueError(
+                    f"{records[i].source}: soft constraint {records[i].constraints[k].id!r} "
+                    "has no text to score"
+                )
+        # Called even with nothing to score: with several processes the RM is a collective that
+        # every host enters once per batch (reward_model.RewardModelScorer).
+        probs = np.asarray(
+            soft_scorer(
+                [texts[i] for i, _ in asked], [records[i].constraints[k].text for i, k in asked]
+            ),
+            np.float32,
+        ).reshape(-1)
+        if probs.shape[0] != len(asked):
+            raise ValueError(f"soft scorer returned {probs.shape[0]} for {len(asked)}")
+        for (i, k), p in zip(asked, probs):
+            scores[i, k] = p
+        for i, k in soft_slots:
+            valid[i, k] = True
+    elif soft_slots:
+        if soft == "exclude":
             _log_exclusion_once()
         elif soft == "zero":
             for i, k in soft_slots:

@@ -223,7 +223,17 @@ class Scorer:
             result, soft = self._score(recs, texts)
             return result, soft, time.time() - t0
 
-        return self.executor.submit(job)
+        if self.soft_scorer is None or jax.process_count() == 1:
+            return self.executor.submit(job)
+        # Several processes: the RM is a collective; scored here, in the order of the device
+        # work every host issues, never beside it in a thread (hosts could interleave them
+        # differently and wait on each other).
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            done.set_result(job())
+        except Exception as e:  # noqa: BLE001 - raised again by done.result(), as from a thread
+            done.set_exception(e)
+        return done
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

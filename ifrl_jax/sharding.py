@@ -309,6 +309,15 @@ def agree_max(n: int) -> int:
     return int(np.max(multihost_utils.process_allgather(np.asarray(n, np.int32))))
 
 
+def barrier(name: str) -> None:
+    """Waits until every process gets here (e.g. until process 0 has written a file that all
+    read next); nothing with one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def gather_to_all(tree):
     """Full global arrays on every process (for small outputs such as eval tokens)."""
     if jax.process_count() == 1:

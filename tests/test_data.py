@@ -154,6 +154,10 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
     path = _write_jsonl(tmp_path / "bad5.jsonl", [_row(seed="Other task. ")])
     with pytest.raises(RecordError, match=r"bad5\.jsonl:1: field 'seed'"):
         records.load_records(path)
+    soft = _row(instruction_id_list=["punctuation:no_comma", "style:humor"], constraint=[])
+    path = _write_jsonl(tmp_path / "bad6.jsonl", [_row(), soft])
+    with pytest.raises(RecordError, match=r"bad6\.jsonl:2: field 'constraint': soft id 'style:humor"):
+        records.load_records(path)
 
 
 def test_bad_kwargs_are_rejected_by_check_spec(tmp_path):

@@ -15,12 +15,14 @@ TINY = REPO / "tests" / "tiny_train_config.py"
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """bad: line 2 is not JSON; empty: pairs whose file holds nothing; nope: does not exist."""
+    """bad: line 2 is not JSON; pairs: line 2's response is empty; nope: does not exist."""
     d = tmp_path_factory.mktemp("inputs")
     row = {"prompt": "Hi. Do not use commas. ", "instruction_id_list": ["punctuation:no_comma"],
            "kwargs": [{}], "constraint": ["Do not use commas"]}  # fmt: skip
     (d / "bad.jsonl").write_text(json.dumps(row) + "\n{not json\n")
-    (d / "pairs.jsonl").write_text('{"constraint": "x", "label": 1}\n')
+    pair = {"constraint": "x", "constraint_id": "style:x", "kwargs": {}, "response": "y",
+            "label": 1, "level": 1, "source": "s"}
+    (d / "pairs.jsonl").write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "response": ""}))
     return {"bad": str(d / "bad.jsonl"), "pairs": str(d / "pairs.jsonl"),
             "nope": str(d / "nope.jsonl")}  # fmt: skip
 
@@ -36,7 +38,7 @@ CASES = [  # (launcher, flags with {path} placeholders, what the error line must
     ("train_grpo", ["--config.rollout.n=abc"], "--config.rollout.n"),
     ("train_grpo", ["--coordinator_address=127.0.0.1:1"], "--num_processes"),
     ("train_rm", ["--config.pairs={nope}"], "nope.jsonl"),
-    ("train_rm", ["--config.pairs={pairs}"], "pairs.jsonl:1: missing fields"),
+    ("train_rm", ["--config.pairs={pairs}"], "pairs.jsonl:2: field 'response' is empty"),
     ("train_rm", ["--config.batch_size=3"], "config.batch_size=3"),  # 8 data-parallel devices
     ("train_rm", ["--config.schedule=linear"], "config.schedule='linear'"),
     ("build_pairs", ["--input={bad}", "--output={out}/p.jsonl", "--format=reference"],

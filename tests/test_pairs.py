@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ifrl_jax import checkpoint, curriculum, engine, models, pairs, records, samplers, sampling
+from ifrl_jax import sharding
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.jobs import pairs as pairs_job
 from ifrl_jax.records import Constraint, Record
@@ -112,6 +113,16 @@ def test_pair_files_are_validated(tmp_path):
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "response"}) + "\n")
     with pytest.raises(ValueError, match=r"p.jsonl:1: missing fields \['response'\]"):
         pairs.load_pairs(str(path))
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "response": " \n"}) + "\n")
+    with pytest.raises(ValueError, match=r"p.jsonl:2: field 'response' is empty"):
+        pairs.load_pairs(str(path))
+
+
+def test_a_blank_sampled_response_makes_no_pair(shipped):
+    rec = next(r for r in shipped if len(r.constraints) == 1)
+    groups = pairs.instruction_levels([rec])  # [[L0, L1]]
+    out = pairs.pairs_from_policy(groups, [["a", " "], ["b", "c"]])  # sample 1's L0 is blank
+    assert [(p["response"], p["label"], p["sample"]) for p in out] == [("b", 1, 0), ("a", 0, 0)]
 
 
 # --- the quality check ------------------------------------------------------------------------
@@ -174,6 +185,13 @@ def test_sampling_batches_prompts_into_few_calls_and_maps_responses_back(tok, mo
         assert [c[2] for c in calls] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
     else:
         assert calls == [((11, calls[0][0][1]), 8, tuple(range(11)))]
+        # On a mesh of 4 data-parallel devices, the 11 prompts are filled up to 12.
+        calls.clear()
+        mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tp": 2})
+        again = pairs.sample_responses(None, None, tok, prompts, batch_size=4, max_prompt_len=64,
+                                       max_new_tokens=4, num_samples=2, mesh=mesh,
+                                       engine=samplers.Options(which))  # fmt: skip
+        assert again == out and [(c[0][0], c[2]) for c in calls] == [(12, tuple(range(12)))]
 
 
 def test_pairs_from_a_tiny_random_policy(tok, shipped, tmp_path):

@@ -97,7 +97,8 @@ def test_empty_response_fails_everything():
     result = rewards.score([_rec(NO_COMMA, ROLE)] * 2, ["", "   \n"], soft_scorer=scorer)
     np.testing.assert_array_equal(result.rewards, [0.0, 0.0])
     np.testing.assert_array_equal(result.scores, np.zeros((2, 2)))
-    assert result.valid.all() and scorer.calls == []  # soft slots count, as failures
+    assert result.valid.all()  # soft slots count, as failures
+    assert scorer.calls == [([], [])]  # asked about no empty response, yet called (collective)
 
 
 def test_think_mode_required_judges_only_the_answer():

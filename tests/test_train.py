@@ -151,8 +151,9 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
     draws and the updates are the same; the first step's update metrics (computed on the global
     batch) agree to float32 summation-order noise (cross-process vs in-process reductions: 1e-3
     relative, or 1e-5 absolute for metrics that are ~0 such as approx_kl) and the held-out
-    evaluation before GRPO exactly. (reward/*, rate/* and response/* describe process 0's
-    rows.)"""
+    evaluation before GRPO exactly; the RM stage (pairs, RM, its soft scores in the reward) runs
+    on both hosts and gives the same pairs and RM. (reward/*, rate/* and response/* describe
+    process 0's rows.)"""
     port = _free_port()
     common = [
         str(REPO / "launch" / "train_grpo.py"),
@@ -163,6 +164,13 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
         # multi-process run takes each host's share, which equals a one-process mini-batch
         # only when it is the whole batch.
         "--config.grpo.minibatch_prompts=4",
+        # The RM stage too: pairs sampled on both hosts' devices, the RM trained over them and
+        # scoring the soft constraints of GRPO's reward (collectives that every host enters).
+        "--config.pipeline.enabled=True", "--config.pipeline.limit=2",
+        "--config.pipeline.max_new_tokens=8", "--config.pipeline.batch_size=8",
+        "--config.pipeline.rm.num_steps=2", "--config.pipeline.rm.batch_size=8",
+        "--config.pipeline.rm.max_len=96", "--config.pipeline.rm.checkpoint_every=2",
+        "--config.reward.rm_max_len=96",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     two = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -187,14 +195,23 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
     rows = _rows(tmp_path / "two")
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert sorted(os.listdir(tmp_path / "two" / "ckpt")) == ["2"]
+    # The RM scored soft constraints (process 0's rows of step 1 happen to have none).
+    assert sum(r["reward/soft_count"] for r in rows[1:]) > 0
 
     one = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run([sys.executable, *common, f"--config.workdir={tmp_path / 'one'}"],
                           env=one, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("pass_rate_before", "prompt_pass_rate_before"):
+    for key in ("pass_rate_before", "prompt_pass_rate_before", "pairs"):
         assert summary[key] == single[key], key
+    assert summary["pairs"] > 0
+    # The same pairs (sampled over both hosts, written once by process 0) and the same RM.
+    pairs = [(tmp_path / d / "pairs.jsonl").read_text() for d in ("two", "one")]
+    assert pairs[0] == pairs[1]
+    rm = [json.loads((tmp_path / d / "rm_summary.json").read_text()) for d in ("two", "one")]
+    for key in ("heldout_accuracy", "verifier_agreement", "ece"):
+        assert rm[0][key] == pytest.approx(rm[1][key], rel=1e-5, abs=1e-6), key
     # Step 1 starts from the same params: the same prompts, draws and updates. Later steps
     # start from params that differ by float noise, which can flip a sampled token of the
     # tiny random model (near-uniform), so only the first step is compared.

@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+
 from ifrl_jax import checkpoint, records, samplers, sampling, sharding
 from ifrl_jax import pairs as pairs_lib
 from ifrl_jax import tokenizer as tokenizer_lib
-from ifrl_jax.errors import require
+from ifrl_jax.errors import UserError, require
 from ifrl_jax.records import Record
 
 # The engine's settings by launch/build_pairs.py's flag names, in errors.
@@ -27,6 +29,9 @@ FLAGS["slot_len"] = "the --max_prompt_len bucket + --max_new_tokens"
 def _from_policy(recs: Sequence[Record], config) -> list[dict]:
     tok = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
     mesh = rules = None
+    if not config.mesh and jax.process_count() > 1:
+        raise UserError(f"--mesh: {jax.process_count()} processes sample on one mesh over all "
+                        "their devices; give it, e.g. --mesh=data:1,fsdp:-1,tp:1")  # fmt: skip
     if config.mesh:
         mesh = sharding.make_mesh(dict(config.mesh), flag="--mesh")
         rules = sharding.get_rules(config.sharding)
@@ -78,6 +83,6 @@ def run(config) -> dict[str, Any]:
     recs = records.load_records(config.input).records
     recs = recs[: config.limit] if config.limit else recs
     pairs = BUILDERS[config.format](recs, config)
-    n = pairs_lib.write_pairs(pairs, config.output)
+    n = pairs_lib.write_pairs(pairs, config.output) if jax.process_index() == 0 else len(pairs)
     return {"format": config.format, "records": len(recs), "output": config.output,
             "written": n, **pairs_lib.quality_summary(pairs)}  # fmt: skip

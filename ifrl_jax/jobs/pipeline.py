@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from ifrl_jax import pairs as pairs_lib
-from ifrl_jax import records, reward_model, rollout
+from ifrl_jax import records, reward_model, rollout, sharding
 from ifrl_jax.jobs import common
 from ifrl_jax.jobs import reward_model as rm_job
 from ifrl_jax.models import ModelConfig
@@ -44,6 +44,7 @@ def _pairs(config, cfg, params, tokenizer, train_records, mesh, rules, paths) ->
     if jax.process_index() == 0:
         pairs_lib.write_pairs(pairs, paths["pairs"])
     common.write_json(paths["pairs_summary"], summary)
+    sharding.barrier("pipeline: pairs written")  # every process's RM job reads them
     logging.info("pairs: %d from %d prompts; hard positives pass %.3f, negatives %.3f",
                  len(pairs), len(prompts), summary["pos_hard_pass_rate"] or 0,
                  summary["neg_hard_pass_rate"] or 0)  # fmt: skip
@@ -82,5 +83,6 @@ def stage(
                      summary["heldout_accuracy"], summary["verifier_agreement"])  # fmt: skip
         common.write_json(paths["rm_summary"], summary)
         common.mark_done(rm_dir)
+    sharding.barrier("pipeline: summaries written")
     names = {"pairs": paths["pairs_summary"], "rm": paths["rm_summary"]}
     return rm_dir, {k: common.read_json(v) for k, v in names.items() if os.path.exists(v)}
