@@ -68,19 +68,16 @@ def pytest_unconfigure(config):
 # first, so neither is left with a long file at the end (xdist's own order is by test count).
 # Refresh: `IFRL_RECORD_FILE_SECONDS=out.json python -m pytest -q -n 2 --dist loadfile tests`.
 FILE_SECONDS = {
-    "test_train.py": 280, "test_default_job.py": 110, "test_sampling.py": 118,
-    "test_models.py": 117, "test_gpu_check.py": 116, "test_learning.py": 108,
-    "test_overlap.py": 104, "test_engine.py": 94, "test_planner.py": 91, "test_train_step.py": 87,
-    "test_lora_jobs.py": 72, "test_launchers_train.py": 66, "test_precision.py": 65,
-    "test_lora.py": 65, "test_pipeline.py": 48, "test_train_step_reference.py": 43,
-    "test_launchers_eval.py": 33, "test_reward_model.py": 32, "test_verifiers_fuzz.py": 32,
-    "test_grpo.py": 23, "test_logprob_mismatch.py": 23, "test_rollout_levers.py": 22,
-    "test_sharding.py": 14, "test_hf_memory.py": 14, "test_eval.py": 12, "test_pairs.py": 11,
-    "test_host_memory.py": 9, "test_verifiers_batch.py": 7, "test_sampling_dist.py": 6,
-    "test_rewards.py": 6, "test_tokenizer.py": 5, "test_synthesis.py": 5,
-    "test_ifbench_count_ratio_sentence.py": 5, "test_verifiers_nlp.py": 4, "test_data.py": 4,
-    "test_ifbench_format_repeat.py": 4, "test_ifbench_integration.py": 4,
-    "test_verifiers_ifeval.py": 3,
+    "test_train.py": 246, "test_models.py": 96, "test_default_job.py": 93, "test_learning.py": 84,
+    "test_sampling.py": 71, "test_gpu_check.py": 71, "test_overlap.py": 68, "test_planner.py": 56,
+    "test_engine.py": 52, "test_train_step.py": 51, "test_lora_jobs.py": 44,
+    "test_pipeline.py": 43, "test_launchers_train.py": 41, "test_precision.py": 37,
+    "test_lora.py": 26, "test_train_step_reference.py": 23, "test_verifiers_fuzz.py": 21,
+    "test_reward_model.py": 20, "test_launchers_eval.py": 19, "test_grpo.py": 17,
+    "test_host_memory.py": 14, "test_rollout_levers.py": 14, "test_logprob_mismatch.py": 13,
+    "test_sharding.py": 10, "test_hf_memory.py": 10, "test_pairs.py": 10, "test_eval.py": 8,
+    "test_verifiers_batch.py": 7, "test_rewards.py": 6, "test_sampling_dist.py": 5,
+    "test_tokenizer.py": 4, "test_verifiers_nlp.py": 4, "test_synthesis.py": 3,
 }  # fmt: skip
 
 

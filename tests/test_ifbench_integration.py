@@ -341,6 +341,9 @@ def test_launcher_scores_ifbench_by_default_prompts(tmp_path):
 # ----------------------------------------------------------------------------- training
 
 
+REJECTED = "ok"  # a reference pair's rejected response: short, and fails most checks
+
+
 def _training_records(tmp_path) -> Path:
     """IFBench prompts as training records: seed = the prompt, one text per constraint."""
     rows = []
@@ -358,7 +361,7 @@ def _training_records(tmp_path) -> Path:
                     "constraint": texts,
                     "key": r["key"],
                     "chosen": GOOD.get(r["instruction_id_list"][-1], ESSAY),
-                    "rejected": "",
+                    "rejected": REJECTED,
                 }
             )
     path = tmp_path / "ifbench_records.jsonl"
@@ -385,5 +388,9 @@ def test_ifbench_records_load_decompose_pair_and_score(tmp_path):
     rows = pairs.pairs_from_reference(recs)
     quality = pairs.quality_summary(rows, timeout_s=None)
     assert quality["soft_pairs"] == 0 and quality["hard_positives"] == 6
-    assert quality["neg_hard_pass_rate"] == 0.0  # an empty response fails every check
+    # The negatives' pass rate is the rule verdicts' on the rejected text (blank is refused).
+    negatives = [verifiers.verify(r.constraints[-1].id, r.constraints[-1].kwargs, REJECTED)
+                 for r in recs]  # fmt: skip
+    assert quality["neg_hard_pass_rate"] == pytest.approx(sum(negatives) / len(negatives))
+    assert quality["neg_hard_pass_rate"] < 1.0
     assert quality["per_id"]["ifbench/custom:multiples"][0] == 1.0
