@@ -276,8 +276,12 @@ def parse_record(row: Any, *, where: str) -> Record:
         norm = _check_spec(cid, kw, where, i)
         constraints.append(Constraint(cid, norm, texts[i] if texts else None))
         if not texts and not _is_hard(cid):
-            raise _fail(where, "constraint", f"soft id {cid!r} has no text (the reward model "
-                        "scores a soft constraint from its text; give 'constraint': one text per id)")  # fmt: skip
+            why = "the reward model scores a soft constraint from its text"
+            raise _fail(
+                where,
+                "constraint",
+                f"soft id {cid!r} has no text ({why}; give 'constraint': one text per id)",
+            )
 
     seed = _optional_str(row, "seed", where)
     if seed is not None:

@@ -231,7 +231,7 @@ class Scorer:
         done: concurrent.futures.Future = concurrent.futures.Future()
         try:
             done.set_result(job())
-        except Exception as e:  # noqa: BLE001 - raised again by done.result(), as from a thread
+        except Exception as e:
             done.set_exception(e)
         return done
 

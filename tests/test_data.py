@@ -156,7 +156,8 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
         records.load_records(path)
     soft = _row(instruction_id_list=["punctuation:no_comma", "style:humor"], constraint=[])
     path = _write_jsonl(tmp_path / "bad6.jsonl", [_row(), soft])
-    with pytest.raises(RecordError, match=r"bad6\.jsonl:2: field 'constraint': soft id 'style:humor"):
+    match = r"bad6\.jsonl:2: field 'constraint': soft id 'style:humor"
+    with pytest.raises(RecordError, match=match):
         records.load_records(path)
 
 

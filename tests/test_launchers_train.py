@@ -20,8 +20,15 @@ def files(tmp_path_factory) -> dict[str, str]:
     row = {"prompt": "Hi. Do not use commas. ", "instruction_id_list": ["punctuation:no_comma"],
            "kwargs": [{}], "constraint": ["Do not use commas"]}  # fmt: skip
     (d / "bad.jsonl").write_text(json.dumps(row) + "\n{not json\n")
-    pair = {"constraint": "x", "constraint_id": "style:x", "kwargs": {}, "response": "y",
-            "label": 1, "level": 1, "source": "s"}
+    pair = {
+        "constraint": "x",
+        "constraint_id": "style:x",
+        "kwargs": {},
+        "response": "y",
+        "label": 1,
+        "level": 1,
+        "source": "s",
+    }
     (d / "pairs.jsonl").write_text(json.dumps(pair) + "\n" + json.dumps({**pair, "response": ""}))
     return {"bad": str(d / "bad.jsonl"), "pairs": str(d / "pairs.jsonl"),
             "nope": str(d / "nope.jsonl")}  # fmt: skip

@@ -12,8 +12,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ifrl_jax import checkpoint, curriculum, engine, models, pairs, records, samplers, sampling
-from ifrl_jax import sharding
+from ifrl_jax import (
+    checkpoint,
+    curriculum,
+    engine,
+    models,
+    pairs,
+    records,
+    samplers,
+    sampling,
+    sharding,
+)
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.jobs import pairs as pairs_job
 from ifrl_jax.records import Constraint, Record
