@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Optimization (upstream RM: lr 5e-6, 3 epochs, batch 8, for a 7B model).
     c.batch_size = 32
     c.eval_batch_size = 16  # rows per scoring call (on CPU, more rows leave the cache)
-    c.num_steps = 150
+    c.num_steps = 400
     c.learning_rate = 1e-3
     c.schedule = "constant"  # reward_model.SCHEDULES
     c.warmup_steps = 10

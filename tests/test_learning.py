@@ -140,12 +140,12 @@ MIN_RM_ACCURACY = 0.9  # held-out; 0.5 exactly for any RM that ignores the const
 
 def _sentences() -> list[str]:
     """Distinct short sentences (3-16 words, letters and plain punctuation) of the shipped
-    responses, deduplicated case-insensitively (163)."""
+    responses, without the template's "Well, " opener, deduplicated case-insensitively (163)."""
     out: dict[str, str] = {}
     with open(pairs_lib.ASSETS / "train_responses.jsonl") as f:
         for line in f:
             for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["response"]):
-                s = s.strip()
+                s = re.sub(r"^well, ", "", s.strip(), flags=re.I)  # the template's opener
                 if 3 <= len(s.split()) <= 16 and re.fullmatch(r"[A-Za-z ,.'!?]+", s):
                     out.setdefault(s.lower(), s)
     return [out[k] for k in sorted(out)]

@@ -21,7 +21,9 @@ stays here is the template program that writes the responses (`_respond`). Deter
   reference).
 
 The seed tasks and their answers were written for this project (no third-party text; no commas,
-so that every combination is satisfiable). Constraint texts follow IFEval's phrasing
+so that every combination is satisfiable). A response opens with "Well, " unless its record
+asks for no commas: without it `punctuation:no_comma` would hold for every response, and the
+warm-started policy, its pseudo-label pairs and GRPO would have nothing to learn about it. Constraint texts follow IFEval's phrasing
 (google-research/instruction_following_eval, Apache-2.0). `launch/make_tiny_instructions.py`
 runs it; the shipped files are in ifrl_jax/assets/instructions/.
 """
@@ -55,6 +57,8 @@ def _respond(task: str, title: str, answer: str, ids: list[str], kwargs: list[di
     if "detectable_format:title" in kw:
         parts.append(f"<<{title}>>")
     body = answer
+    if "punctuation:no_comma" not in kw:  # commas where allowed, so that no_comma is a real ask
+        body = "Well, " + (body if body.startswith("I ") else body[0].lower() + body[1:])
     if "style:enthusiastic" in kw:
         body = f"What a wonderful thing to write about! {body}"
     if "soft_content:weather" in kw:
