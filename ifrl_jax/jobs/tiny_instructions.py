@@ -23,8 +23,9 @@ stays here is the template program that writes the responses (`_respond`). Deter
 The seed tasks and their answers were written for this project (no third-party text; no commas,
 so that every combination is satisfiable). A response opens with "Well, " unless its record
 asks for no commas: without it `punctuation:no_comma` would hold for every response, and the
-warm-started policy, its pseudo-label pairs and GRPO would have nothing to learn about it. Constraint texts follow IFEval's phrasing
-(google-research/instruction_following_eval, Apache-2.0). `launch/make_tiny_instructions.py`
+warm-started policy, its pseudo-label pairs and GRPO would have nothing to learn about it.
+Constraint texts follow IFEval's phrasing (google-research/instruction_following_eval,
+Apache-2.0). `launch/make_tiny_instructions.py`
 runs it; the shipped files are in ifrl_jax/assets/instructions/.
 """
 
