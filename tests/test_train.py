@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -152,8 +153,8 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
     batch) agree to float32 summation-order noise (cross-process vs in-process reductions: 1e-3
     relative, or 1e-5 absolute for metrics that are ~0 such as approx_kl) and the held-out
     evaluation before GRPO exactly; the RM stage (pairs, RM, its soft scores in the reward) runs
-    on both hosts and gives the same pairs and RM. (reward/*, rate/* and response/* describe
-    process 0's rows.)"""
+    on both hosts (pairs sampled over them, written by process 0) and trains the same RM as one
+    process on those pairs. (reward/*, rate/* and response/* describe process 0's rows.)"""
     port = _free_port()
     common = [
         str(REPO / "launch" / "train_grpo.py"),
@@ -198,6 +199,14 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
     # The RM scored soft constraints (process 0's rows of step 1 happen to have none).
     assert sum(r["reward/soft_count"] for r in rows[1:]) > 0
 
+    # The one-process run starts its RM stage from the pairs the two processes sampled (a
+    # pipeline that finds pairs_summary.json keeps them): the sampled text of the tiny random
+    # policy (near-uniform) can differ in a token by float summation order, which would make the
+    # RM and GRPO comparisons below compare different data. Sharded sampling is compared with
+    # one device in test_engine.py and test_pairs.py.
+    (tmp_path / "one").mkdir()
+    for name in ("levels.jsonl", "pairs.jsonl", "pairs_summary.json"):
+        shutil.copy(tmp_path / "two" / name, tmp_path / "one" / name)
     one = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run([sys.executable, *common, f"--config.workdir={tmp_path / 'one'}"],
                           env=one, capture_output=True, text=True, timeout=900)  # fmt: skip
@@ -206,9 +215,11 @@ def test_two_processes_with_a_loopback_coordinator_match_one_process(tmp_path):
     for key in ("pass_rate_before", "prompt_pass_rate_before", "pairs"):
         assert summary[key] == single[key], key
     assert summary["pairs"] > 0
-    # The same pairs (sampled over both hosts, written once by process 0) and the same RM.
-    pairs = [(tmp_path / d / "pairs.jsonl").read_text() for d in ("two", "one")]
-    assert pairs[0] == pairs[1]
+    # Pairs sampled over both hosts, written once by process 0: the rows of both levels of
+    # each instruction, a positive and a negative per constraint; and the same RM from them.
+    pairs = [json.loads(line) for line in (tmp_path / "two" / "pairs.jsonl").open()]
+    assert len(pairs) == summary["pairs"] and [p["label"] for p in pairs[:2]] == [1, 0]
+    assert all(p["response"].strip() for p in pairs)
     rm = [json.loads((tmp_path / d / "rm_summary.json").read_text()) for d in ("two", "one")]
     for key in ("heldout_accuracy", "verifier_agreement", "ece"):
         assert rm[0][key] == pytest.approx(rm[1][key], rel=1e-5, abs=1e-6), key
