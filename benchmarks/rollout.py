@@ -205,9 +205,31 @@ def main(argv):
     )  # fmt: skip
     print("slot use: decoded tokens (each row's first comes with its prompt's prefill) per "
           "slot and decode step of the continuous engine")  # fmt: skip
+    for line in goal_lines(figures):
+        print(line)
+    figures["goals_met"] = {k: figures[k] >= goal for k, goal, _ in GOALS if k in figures}
     figures["uptime_load"] = os.getloadavg()[0]
     figures["seconds"] = time.perf_counter() - T0
     common.emit_json("rollout", figures)
+
+
+# The rollout issue's goals: (figure, lowest ratio that meets it, what it is).
+GOALS = (
+    ("long_tail_speedup", 2.0, "continuous over static on the long tail"),
+    ("uniform_speedup", 1.0, "continuous over static on uniform lengths (no loss)"),
+    ("continuous_over_hf_uniform", 4.0, "continuous over transformers generate"),
+)
+
+
+def goal_lines(figures: dict) -> list[str]:
+    """One line per goal whose figure was measured: met, or the gap."""
+    out = []
+    for key, goal, what in GOALS:
+        if key in figures:
+            v = figures[key]
+            verdict = "met" if v >= goal else f"not met, gap {goal - v:.2f}x"
+            out.append(f"goal {what}: >= {goal:g}x, measured {v:.2f}x: {verdict}")
+    return out
 
 
 T0 = time.perf_counter()
