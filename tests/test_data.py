@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ifrl_jax import curriculum, data, records
+from ifrl_jax import curriculum, data, pairs, records
 from ifrl_jax.errors import UserError
 from ifrl_jax.jobs import levels as levels_job
 from ifrl_jax.records import Constraint, Record, RecordError
@@ -423,6 +423,30 @@ def test_shipped_files_are_the_generator_output(tmp_path):
     assert gen.run(str(tmp_path), seed=1, check=True)["rows"] == summary["rows"]
     with pytest.raises(errors.UserError, match="train.jsonl differs"):
         gen.run(str(tmp_path), seed=0, check=True)
+
+
+def test_every_shipped_hard_constraint_is_failed_where_it_is_not_asked():
+    """A hard constraint that every response meets teaches nothing (until 2026-12-06 no shipped
+    response had a comma, so no_comma held everywhere): each hard constraint of a record is
+    checked on the responses to the same task's records that do not ask for its id."""
+    from ifrl_jax import verifiers
+
+    train = records.load_records(str(ASSETS / "train.jsonl")).records
+    responses = pairs.load_responses(str(ASSETS / "train_responses.jsonl"), train)
+    by_task = collections.defaultdict(list)
+    for i, r in enumerate(train):
+        by_task[r.seed].append(i)
+    failed = collections.defaultdict(list)
+    for r in train:
+        for c in (c for c in r.constraints if verifiers.is_hard(c.id)):
+            spec = verifiers.check_spec(c.id, c.kwargs)
+            others = [j for j in by_task[r.seed] if c.id not in train[j].instruction_ids]
+            failed[c.id] += [not verifiers.verify(c.id, spec, responses[j]) for j in others]
+    rates = {cid: np.mean(v) for cid, v in failed.items()}
+    assert len(rates) == 9 and all(len(v) > 200 for v in failed.values())
+    # number_words' limits are fitted per record: other responses often meet them (0.29 fail).
+    assert rates.pop("length_constraints:number_words") > 0.2
+    assert min(rates.values()) > 0.99, rates
 
 
 def test_shipped_responses_satisfy_every_constraint():
