@@ -351,13 +351,21 @@ def denominators(batch: dict) -> jax.Array:
     return jnp.maximum(jnp.sum(batch["weight"].astype(jnp.float32)), 1.0)
 
 
-def loss(params: dict, batch: dict, den, *, cfg: ModelConfig) -> tuple[jax.Array, dict]:
-    """Weighted mean cross-entropy of the pooled logits, over the full batch's `denominators`.
+def loss(
+    params: dict, batch: dict, den, *, cfg: ModelConfig, pairwise: float = 0.0
+) -> tuple[jax.Array, dict]:
+    """Weighted mean cross-entropy of the pooled logits, over the full batch's `denominators`,
+    plus `pairwise` x a Bradley-Terry term when the rows come in pairs.
+
+    The pairwise term: rows 2k and 2k + 1 are pair k's positive and negative (the same
+    constraint; `jobs.reward_model.pair_rows` orders them so); with margin m = logit_1 - logit_0
+    it is the mean over pairs of -log sigmoid(m_pos - m_neg): the positive must score above its
+    own negative, which asks what tells the two responses apart rather than what marks a task.
 
     Args:
       batch: input_ids, attention_mask [B, T]; labels [B] int (0/1); weight [B] (0 = filler).
     Returns:
-      (loss, aux {"accuracy"}), both sums over rows / the full-batch weight.
+      (loss, aux {"accuracy"}), sums over rows / the full-batch weight (pairs: / half of it).
     """
     logits = classify(cfg, params, batch["input_ids"], batch["attention_mask"])  # [B, C]
     labels = batch["labels"].astype(jnp.int32)
@@ -365,7 +373,13 @@ def loss(params: dict, batch: dict, den, *, cfg: ModelConfig) -> tuple[jax.Array
     w = batch["weight"].astype(jnp.float32)
     den = denominators(batch) if den is None else den
     correct = jnp.sum(w * (jnp.argmax(logits, axis=-1) == labels))
-    return jnp.sum(w * nll) / den, {"accuracy": correct / den}
+    total = jnp.sum(w * nll) / den
+    if pairwise:
+        margin = (logits[:, 1] - logits[:, 0]).reshape(-1, 2)  # [B / 2, (pos, neg)]
+        pair_w = jnp.min(w.reshape(-1, 2), axis=-1)
+        bt = jax.nn.softplus(margin[:, 1] - margin[:, 0])  # -log sigmoid(m_pos - m_neg)
+        total = total + pairwise * jnp.sum(pair_w * bt) / (den / 2)
+    return total, {"accuracy": correct / den}
 
 
 # --- Checkpoints: items `params`, `opt_state` ({"opt_state", "step"}) and `meta` (JSON) ---

@@ -16,6 +16,7 @@ from ifrl_jax import models, pairs, rewards, sharding
 from ifrl_jax import reward_model as rm
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax import train_step as ts
+from ifrl_jax.errors import UserError
 from ifrl_jax.jobs import reward_model as rm_job
 from ifrl_jax.records import Constraint, Record
 from tests.hf_fixtures import left_padded_batch, random_hf_model, tiny_hf_config
@@ -232,6 +233,48 @@ def test_train_steps_lower_the_loss_on_a_separable_task_on_8_devices(tok, tiny_r
     assert abs(float(loss_fn(state.params, other)[0]) - float(loss_half)) < 1e-6
 
 
+def test_pairwise_term_is_bradley_terry_over_each_pairs_margins(tok, tiny_rm):
+    """rm.loss with pairwise=c adds c x mean over weighted pairs of -log sigmoid(m_pos - m_neg)
+    (m = logit_1 - logit_0; rows 2k, 2k + 1 = pair k), checked against numpy; filler pairs
+    count for nothing."""
+    cfg, params = tiny_rm
+    # A sharper head than the fixture's, so the pairs' margins differ visibly.
+    params = {**params, "score": {"kernel": 30.0 * params["score"]["kernel"]}}
+    texts = ["all in lowercase", "NOT LOWER AT ALL", "a b c", "A, B, C", "x", "Y"]
+    enc = rm.encode_inputs(tok, texts, ["Answer in lowercase"] * 6, max_len=96)
+    labels = np.array([1, 0, 1, 0, 1, 0], np.int32)
+    batch = rm_job.make_batch(enc, labels, np.arange(6), buckets=(96,), pad_id=tok.pad_id)
+    batch["weight"] = np.array([1, 1, 1, 1, 0, 0], np.float32)  # the third pair is filler
+    logits = np.asarray(_classify(cfg, params, batch["input_ids"], batch["attention_mask"]),
+                        np.float64)  # fmt: skip
+    m = (logits[:, 1] - logits[:, 0]).reshape(3, 2)
+    assert np.ptp(m[:2, 0] - m[:2, 1]) > 0.05, m  # the two weighted pairs' terms differ
+    bt = np.log1p(np.exp(-(m[:, 0] - m[:, 1])))[:2].mean()  # the two weighted pairs
+    loss_fn = jax.jit(lambda p, b, c: rm.loss(p, b, None, cfg=cfg, pairwise=c)[0],
+                      static_argnums=2)  # fmt: skip
+    pointwise = float(loss_fn(params, batch, 0.0))
+    assert float(loss_fn(params, batch, 0.5)) == pytest.approx(pointwise + 0.5 * bt, rel=1e-5)
+    # Swapping a pair's rows (negative first) changes the term: the order carries the pairing.
+    swapped = {k: v[[1, 0, 2, 3, 4, 5]] for k, v in batch.items()}
+    swapped["labels"] = batch["labels"]
+    assert float(loss_fn(params, swapped, 0.5)) != pytest.approx(float(loss_fn(params, batch, 0.5)))
+
+
+def test_pair_rows_needs_each_positive_followed_by_its_negative():
+    lower = Constraint("change_case:english_lowercase", {}, "Answer in lowercase")
+    rec = Record("task", (lower,), seed="task ", source="f:1")
+    make = lambda text, label, **kw: pairs.make_pair(lower, text, label, level=1, record=rec,
+                                                     origin="t", **kw)  # fmt: skip
+    rows = [make("a", 1), make("B", 0), make("c", 1, sample=1), make("D", 0, sample=1)]
+    np.testing.assert_array_equal(rm_job.pair_rows(rows), [[0, 1], [2, 3]])
+    with pytest.raises(UserError, match=r"config.pairwise: rows 3 and 4 \(f:1\)"):
+        rm_job.pair_rows(rows[:2] + rows[2:][::-1], flag="config.pairwise")
+    with pytest.raises(UserError, match="rows 1 and 2"):  # two samples' rows mixed up
+        rm_job.pair_rows([rows[0], rows[3]])
+    with pytest.raises(UserError, match="3 pair rows, an odd count"):
+        rm_job.pair_rows(rows[:3])
+
+
 def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
     """jobs.reward_model.run from a HF classifier dir on toy pairs: summary, orbax checkpoints,
     resume, HF export."""
@@ -249,8 +292,8 @@ def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
         heldout_fraction=0.25, model="", init_from=str(tmp_path / "init"), tokenizer="", max_len=64,
         truncation="middle", chat_template=False, batch_size=8, eval_batch_size=8, num_steps=2,
         learning_rate=1e-3, schedule="constant", warmup_steps=1, weight_decay=0.01,
-        grad_clip=1.0, seed=0, mesh={"data": -1}, num_devices=1, sharding="fsdp",
-        workdir=str(tmp_path / "work"), checkpoint_every=1, keep_checkpoints=2,
+        grad_clip=1.0, pairwise=1.0, seed=0, mesh={"data": -1}, num_devices=1,
+        sharding="fsdp", workdir=str(tmp_path / "work"), checkpoint_every=1, keep_checkpoints=2,
         export_hf=str(tmp_path / "hf"), log_every=1,
     ))  # fmt: skip
     summary = rm_job.run(c)

@@ -21,7 +21,7 @@ from ifrl_jax import checkpoint, metrics, records, reward_model, sharding
 from ifrl_jax import pairs as pairs_lib
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax import train_step as ts
-from ifrl_jax.errors import require
+from ifrl_jax.errors import UserError, require
 from ifrl_jax.jobs import common
 from ifrl_jax.models import lora
 
@@ -34,6 +34,24 @@ def batch_order(n: int, *, batch_size: int, num_steps: int, seed: int) -> np.nda
         return np.zeros((0, batch_size), np.int64)
     perms = [rng.permutation(n) for _ in range(-(-need // max(n, 1)))]
     return np.concatenate(perms)[:need].reshape(num_steps, batch_size)
+
+
+def pair_rows(rows: list[dict], *, flag: str = "pairwise") -> np.ndarray:
+    """[K, 2] (positive, negative) row indices: every pair source (`ifrl_jax.pairs`) writes a
+    pair's positive then its negative, for the same constraint; a file that does not is a
+    UserError naming `flag` (the pairwise loss needs the pairs)."""
+    if len(rows) % 2:
+        raise UserError(f"{flag}: {len(rows)} pair rows, an odd count; set {flag}=0 for "
+                        "rows that do not come in (positive, negative) pairs")  # fmt: skip
+    key = lambda r: (r.get("source"), r.get("constraint_id"), r.get("level"), r.get("sample"))
+    for k in range(0, len(rows), 2):
+        pos, neg = rows[k], rows[k + 1]
+        if (int(pos["label"]), int(neg["label"])) != (1, 0) or key(pos) != key(neg):
+            raise UserError(
+                f"{flag}: rows {k + 1} and {k + 2} ({pos.get('source')}) are not one pair's "
+                f"positive then negative; set {flag}=0 for rows that do not come in pairs"
+            )
+    return np.arange(len(rows)).reshape(-1, 2)
 
 
 def make_batch(
@@ -102,9 +120,13 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
         cfg = common.with_lora(cfg, config.lora, "lora")
         params = lora.attach(cfg, params, jax.random.key(config.seed), mesh=mesh, rules=rules)
     optim = common.from_section(ts.OptimConfig, config, total_steps=config.num_steps)
+    pairwise = float(config.get("pairwise", 0.0))
+    require(pairwise >= 0, "pairwise", pairwise, "must be >= 0")
+    require(not pairwise or config.batch_size % 2 == 0, "batch_size", config.batch_size,
+            "must be even with pairwise > 0 (each batch holds whole pairs)")  # fmt: skip
     step_fn = ts.make_update(
-        lambda p, b, d: reward_model.loss(p, b, d, cfg=cfg), model=cfg, optim=optim, mesh=mesh,
-        rules=rules, denominators_fn=reward_model.denominators,
+        lambda p, b, d: reward_model.loss(p, b, d, cfg=cfg, pairwise=pairwise), model=cfg,
+        optim=optim, mesh=mesh, rules=rules, denominators_fn=reward_model.denominators,
     )  # fmt: skip
     state = ts.init_state(params, optim=optim, shardings=step_fn.state_shardings, model=cfg)
     encode_kw = dict(max_len=config.max_len, truncation=config.truncation,
@@ -123,8 +145,14 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
     texts = ([p["response"] for p in train_rows], [p["constraint"] for p in train_rows])
     enc = reward_model.encode_inputs(tok, *texts, **encode_kw)
     labels = np.array([int(p["label"]) for p in train_rows], np.int32)
-    order = batch_order(len(train_rows), batch_size=config.batch_size,
-                        num_steps=config.num_steps, seed=config.seed)  # fmt: skip
+    if pairwise:  # whole pairs per batch, positive then negative (reward_model.loss)
+        pairs = pair_rows(train_rows, flag="config.pairwise")
+        order = pairs[batch_order(len(pairs), batch_size=config.batch_size // 2,
+                                  num_steps=config.num_steps, seed=config.seed)]  # fmt: skip
+        order = order.reshape(config.num_steps, config.batch_size)
+    else:
+        order = batch_order(len(train_rows), batch_size=config.batch_size,
+                            num_steps=config.num_steps, seed=config.seed)  # fmt: skip
     buckets = reward_model.length_buckets(config.max_len)
     history = []
     progress = metrics.progress(config.num_steps, "reward model", start=int(state.step))
