@@ -60,6 +60,10 @@ def get_config():
     c.pipeline.enabled = True
     c.pipeline.limit = 140
     c.pipeline.max_new_tokens = 80
+    # Four responses per level prompt (pairs per level): on the same warm start the RM agreed
+    # with the rules on 0.716 of 480 held-out policy pairs instead of 0.651 with one (both with
+    # the pairwise term), for ~20 s more sampling.
+    c.pipeline.num_samples = 4
     c.pipeline.batch_size = 64
     c.pipeline.rm.num_steps = 120
     c.pipeline.rm.learning_rate = 5e-4
