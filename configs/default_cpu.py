@@ -62,7 +62,7 @@ def get_config():
     c.pipeline.max_new_tokens = 80
     # Four responses per level prompt (pairs per level): on the same warm start the RM agreed
     # with the rules on 0.716 of 480 held-out policy pairs instead of 0.651 with one (both with
-    # the pairwise term), for ~20 s more sampling.
+    # the pairwise term); the pairs stage takes 32.4 s instead of 18.2 s.
     c.pipeline.num_samples = 4
     c.pipeline.batch_size = 64
     c.pipeline.rm.num_steps = 120

@@ -41,6 +41,7 @@ def test_upstream_parquet_through_the_pipeline_and_restarts(tmp_path):
         "data.max_prompt_len": 512, "data.prompt_buckets": (512,),
         "sft.steps": 0, "pipeline.rm_init": "config",  # no reference responses to warm start on
         "pipeline.enabled": True, "pipeline.limit": 2, "pipeline.max_new_tokens": 8,
+        "pipeline.num_samples": 2,
         "pipeline.batch_size": 8, "pipeline.rm.num_steps": 2, "pipeline.rm.batch_size": 8,
         "pipeline.rm.max_len": 96, "pipeline.rm.checkpoint_every": 2, "reward.rm_max_len": 96,
         "reward.rm_ids": (rm_id,), "rollout.prompts_per_batch": 4,
@@ -53,8 +54,9 @@ def test_upstream_parquet_through_the_pipeline_and_restarts(tmp_path):
     levels = [json.loads(x) for x in open(run / "levels.jsonl")]
     assert sorted(len(r["instruction_id_list"]) for r in levels) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     pairs = [json.loads(x) for x in open(run / "pairs.jsonl")]
-    # One positive and one negative per (instruction, level): as many pairs as 2 x levels.
-    assert len(pairs) == 2 * len(levels) == summary["pairs"]
+    # One positive and one negative per (instruction, level, sample): 2 x 2 samples x levels.
+    assert len(pairs) == 2 * 2 * len(levels) == summary["pairs"]
+    assert sorted({p["sample"] for p in pairs}) == [0, 1]
     assert {p["label"] for p in pairs} == {0, 1}
     soft = [p for p in pairs if not verifiers.is_hard(p["constraint_id"])]
     assert soft and all(p["constraint"].strip() for p in soft)  # the upstream texts
