@@ -8,6 +8,11 @@ one-line JSON summary (records_in, records_out, per_level, skipped).
     --input=../shared/upstream-verl-if-data/train.parquet --output=/tmp/levels.jsonl
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 from absl import flags
 
 from ifrl_jax import cli

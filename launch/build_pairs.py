@@ -18,6 +18,11 @@ hard constraints satisfy them by the rule verifiers (the pseudo-label quality ch
     --input=../shared/upstream-verl-if-data/train_from_parquet.jsonl --output=/tmp/ref.jsonl
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 import ml_collections
 from absl import flags
 

@@ -11,6 +11,11 @@ The data lives in ../shared/upstream-verl-if-data beside the repository (pass --
 elsewhere); only this script needs it, the shipped tokenizer does not.
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 import filecmp
 import json
 import tempfile

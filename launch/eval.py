@@ -13,6 +13,11 @@ the per-id table, pass@k, the per-level table of the records, then one JSON line
     --temperature=1.0 --n=8 --output_dir=/tmp/eval_run
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 from absl import flags
 
 from ifrl_jax import cli

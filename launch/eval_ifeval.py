@@ -12,6 +12,11 @@ prompts shipped in ifrl_jax/assets (IFEval's 541, IFBench's 294).
     --input_response_data=/tmp/ifbench_responses.jsonl --output_dir=/tmp/ifbench
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 from absl import flags
 
 from ifrl_jax import cli

@@ -12,6 +12,9 @@ tiny_seeds_{train,heldout}.jsonl and tiny_taxonomy.json; the job adds the templa
 """
 
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
 
 from absl import flags
 

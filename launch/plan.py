@@ -13,6 +13,11 @@ settings of planner.ONE_GPU and configs/; each table ends with the train command
   python launch/plan.py --one_gpu
 """
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
+
 from absl import flags
 
 from ifrl_jax import cli

@@ -17,6 +17,9 @@ Prints one `<path>: <n> rows` line per file. The job is ifrl_jax/jobs/synthesize
 """
 
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # a checkout runs too
 
 from absl import flags
 
