@@ -407,6 +407,12 @@ def save_checkpoint(mngr: ocp.CheckpointManager, state: TrainState, meta: dict) 
     return step
 
 
+def latest_meta(mngr: ocp.CheckpointManager) -> dict:
+    """The `meta` item of the latest checkpoint (no arrays are read)."""
+    step = mngr.latest_step()
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
 def restore_checkpoint(
     mngr: ocp.CheckpointManager, abstract: TrainState
 ) -> tuple[TrainState, dict]:
@@ -431,7 +437,7 @@ def load_reward_model(
     step = mngr.latest_step()
     if step is None:
         raise FileNotFoundError(f"{directory}: no reward-model checkpoint (run train_rm first)")
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = latest_meta(mngr)
     cfg = ModelConfig(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()}
     )

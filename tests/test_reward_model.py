@@ -311,6 +311,14 @@ def test_training_run_checkpoints_resume_and_export(tiny_rm, tmp_path):
     again = rm_job.run(c)
     assert again["first_loss"] is None
     assert again["heldout_accuracy"] == summary["heldout_accuracy"]
+    # Other training settings in that workdir: one error naming the keys, nothing written.
+    files = sorted(str(p) for p in (tmp_path / "work").rglob("*"))
+    other = ml_collections.ConfigDict({**c.to_dict(), "pairwise": 0.0, "learning_rate": 2e-3})
+    with pytest.raises(UserError, match=r"config.workdir=\S+ holds a reward model trained with "
+                       r"learning_rate=0.001, pairwise=1.0; this run has learning_rate=0.002, "
+                       r"pairwise=0.0"):  # fmt: skip
+        rm_job.run(other)
+    assert sorted(str(p) for p in (tmp_path / "work").rglob("*")) == files
 
 
 def test_calibration_error_and_agreement_per_id_on_hand_made_scores():

@@ -10,6 +10,7 @@ seed and feeds its own contiguous block of rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -34,6 +35,35 @@ def batch_order(n: int, *, batch_size: int, num_steps: int, seed: int) -> np.nda
         return np.zeros((0, batch_size), np.int64)
     perms = [rng.permutation(n) for _ in range(-(-need // max(n, 1)))]
     return np.concatenate(perms)[:need].reshape(num_steps, batch_size)
+
+
+# What a resumed run must share with the run that wrote the checkpoint; the rest may change
+# (more num_steps, other logging, another mesh or sharding).
+RESUME_KEYS = ("pairs", "reference_data", "heldout_pairs", "heldout_fraction", "model",
+               "init_from", "tokenizer", "lora", "max_len", "truncation", "chat_template",
+               "batch_size", "learning_rate", "schedule", "warmup_steps", "weight_decay",
+               "grad_clip", "pairwise", "seed")  # fmt: skip
+
+
+def resume_settings(config) -> dict[str, Any]:
+    """The RESUME_KEYS of `config` as JSON values (saved in each checkpoint's meta)."""
+    raw = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+           for k in RESUME_KEYS if k in config}  # fmt: skip
+    return json.loads(json.dumps(raw))
+
+
+def check_resume(saved: dict | None, settings: dict, workdir: str) -> None:
+    """A UserError naming config.workdir and each differing key when the checkpoint in `workdir`
+    was trained with other settings (a checkpoint without saved settings passes)."""
+    if saved is None:
+        return
+    diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if diff:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={settings.get(k)!r}" for k in diff)
+        raise UserError(f"config.workdir={workdir} holds a reward model trained with {was}; "
+                        f"this run has {now}: give another config.workdir, or the same "
+                        "settings to resume")  # fmt: skip
 
 
 def pair_rows(rows: list[dict], *, flag: str = "pairwise") -> np.ndarray:
@@ -135,11 +165,14 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
         "model": dataclasses.asdict(cfg),
         "input": {**encode_kw, "template": reward_model.TEMPLATE},
         "tokenizer": str(tok.path),
+        "settings": resume_settings(config),
     }
     mngr = config.workdir and reward_model.checkpoint_manager(
         config.workdir, keep=config.keep_checkpoints
     )
     if mngr and mngr.latest_step() is not None:
+        saved = reward_model.latest_meta(mngr).get("settings")
+        check_resume(saved, meta["settings"], config.workdir)
         state, _ = reward_model.restore_checkpoint(mngr, checkpoint.abstract_like(state))
         logging.info("reward model: resumed from %s at step %d", config.workdir, int(state.step))
     texts = ([p["response"] for p in train_rows], [p["constraint"] for p in train_rows])
