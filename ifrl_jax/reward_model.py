@@ -355,12 +355,9 @@ def loss(
     params: dict, batch: dict, den, *, cfg: ModelConfig, pairwise: float = 0.0
 ) -> tuple[jax.Array, dict]:
     """Weighted mean cross-entropy of the pooled logits, over the full batch's `denominators`,
-    plus `pairwise` x a Bradley-Terry term when the rows come in pairs.
-
-    The pairwise term: rows 2k and 2k + 1 are pair k's positive and negative (the same
-    constraint; `jobs.reward_model.pair_rows` orders them so); with margin m = logit_1 - logit_0
-    it is the mean over pairs of -log sigmoid(m_pos - m_neg): the positive must score above its
-    own negative, which asks what tells the two responses apart rather than what marks a task.
+    plus `pairwise` x the Bradley-Terry term: rows 2k, 2k + 1 are pair k's positive and negative
+    (`jobs.reward_model.pair_rows`), m = logit_1 - logit_0, and the term is the mean over pairs
+    of -log sigmoid(m_pos - m_neg): each positive must score above its own negative.
 
     Args:
       batch: input_ids, attention_mask [B, T]; labels [B] int (0/1); weight [B] (0 = filler).
