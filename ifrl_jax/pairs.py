@@ -20,7 +20,9 @@ sit on both sides. Sources (`jobs.pairs.BUILDERS`, flag `--format`):
   its constraints; the negative for c is the response to the same task's record that lacks c's
   id and shares most of its other ids (the closest stand-in for "L_{k-1}").
 
-`quality_summary` checks the labels of hard constraints against the rule verifiers.
+`quality_summary` checks the labels of hard constraints against the rule verifiers;
+`evaluate_scorer` measures a scorer (the reward model) on held-out pairs: accuracy, agreement
+with the rules and with the soft ids' hidden oracle, calibration.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ifrl_jax import curriculum, records, samplers, sharding, verifiers
+from ifrl_jax import curriculum, oracle, records, samplers, sharding, verifiers
 from ifrl_jax import tokenizer as tokenizer_lib
 from ifrl_jax.errors import UserError, json_object_line
 from ifrl_jax.models.config import ModelConfig
@@ -351,3 +353,64 @@ def split_heldout(
     n = min(len(groups) - 1, max(1, round(fraction * len(groups)))) if fraction > 0 else 0
     held = {groups[i] for i in rng.permutation(len(groups))[:n]}
     return [p for p in pairs if p["group"] not in held], [p for p in pairs if p["group"] in held]
+
+
+# --------------------------------------------------------------------------------------------
+# A scorer (the reward model) on held-out pairs.
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_scorer(
+    scorer: Callable[[list[str], list[str]], np.ndarray], pairs: Sequence[dict], *,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Held-out accuracy (overall, per constraint id) and agreement with the rule verifiers.
+
+    Args:
+      scorer: any SoftScorer (the reward model); its decision is P(class 1) > 0.5.
+      pairs: [P] pair rows (`ifrl_jax.pairs`).
+    Returns:
+      heldout_accuracy (decision == label), heldout_accuracy_per_id, verifier_agreement
+      (decision == verifier verdict, hard constraints only), label_verifier_agreement (label ==
+      verdict: how good the pseudo-labels themselves are), counts, the agreement per hard id
+      (verifier_agreement_per_id), and the expected calibration error of P(1) against the
+      labels (ece) and against the rule verdicts (verifier_ece); for soft ids with a hidden
+      oracle (`ifrl_jax.oracle`), the decision's agreement with it (oracle_agreement, per id).
+    """
+    if not pairs:
+        raise ValueError("no held-out pairs to evaluate")
+    probs = scorer([p["response"] for p in pairs], [p["constraint"] for p in pairs])
+    decision = probs > 0.5
+    labels = np.array([int(p["label"]) for p in pairs]) == 1
+    correct = decision == labels
+    ids = np.array([p["constraint_id"] for p in pairs])
+    per_id = {str(c): float(correct[ids == c].mean()) for c in sorted(set(ids))}
+    hard, verdict = hard_verdicts(pairs, timeout_s=timeout_s)
+    agree = lambda x: float((x[hard] == verdict).mean()) if len(hard) else None
+    hard_ids = ids[hard]
+    agree_per_id = {str(c): float((decision[hard][hard_ids == c] == verdict[hard_ids == c]).mean())
+                    for c in sorted(set(hard_ids))}  # fmt: skip
+    soft = oracle.agreement(ids, decision, [p["response"] for p in pairs])
+    return {"heldout_accuracy": float(correct.mean()), "verifier_agreement": agree(decision),
+            "label_verifier_agreement": agree(labels), "heldout_pairs": len(pairs),
+            "heldout_hard_pairs": len(hard), "heldout_accuracy_per_id": per_id,
+            "verifier_agreement_per_id": agree_per_id,
+            # Soft ids with a hidden oracle (ifrl_jax.oracle): the RM's decision against it.
+            "oracle_agreement": soft["agreement"], "oracle_agreement_per_id": soft["per_id"],
+            "heldout_oracle_pairs": soft["count"],
+            "ece": calibration_error(probs, labels),
+            "verifier_ece": calibration_error(probs[hard], verdict) if len(hard) else None,
+            }  # fmt: skip
+
+
+def calibration_error(probs, outcomes, *, bins: int = 10) -> float:
+    """Expected calibration error: sum over equal-width probability bins of (bin share) x
+    |mean predicted P(1) - observed frequency of 1| (0 = calibrated)."""
+    probs, outcomes = np.asarray(probs, np.float64), np.asarray(outcomes, np.float64)
+    idx = np.minimum((probs * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.mean() * abs(probs[sel].mean() - outcomes[sel].mean())
+    return float(total)

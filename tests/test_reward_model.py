@@ -325,8 +325,8 @@ def test_calibration_error_and_agreement_per_id_on_hand_made_scores():
     probs = np.array([0.9, 0.9, 0.1, 0.1, 0.75, 0.25])
     # bins 0.9 (2 rows, both 1: |0.9-1|=0.1), 0.1 (2 rows, both 0: 0.1), 0.75 (1 row, 0: 0.75),
     # 0.25 (1 row, 1: 0.75) -> (2*0.1 + 2*0.1 + 0.75 + 0.75) / 6
-    assert rm.calibration_error(probs, [1, 1, 0, 0, 0, 1]) == pytest.approx(1.9 / 6)
-    assert rm.calibration_error([0.0, 1.0], [0, 1]) == 0.0
+    assert pairs.calibration_error(probs, [1, 1, 0, 0, 0, 1]) == pytest.approx(1.9 / 6)
+    assert pairs.calibration_error([0.0, 1.0], [0, 1]) == 0.0
     lower = Constraint("change_case:english_lowercase", {}, "Answer in lowercase")
     nocomma = Constraint("punctuation:no_comma", {}, "Do not use commas")
     rec = Record("task", (lower, nocomma), seed="task ", source="f:1")
@@ -336,7 +336,7 @@ def test_calibration_error_and_agreement_per_id_on_hand_made_scores():
             pairs.make_pair(nocomma, "a b", 1, level=1, record=rec, origin="t")]  # fmt: skip
     # the scorer is right on lowercase and wrong on both no_comma rows
     scorer = lambda texts, constraints: np.array([0.8, 0.3, 0.9, 0.2])
-    out = rm.evaluate(scorer, rows)
+    out = pairs.evaluate_scorer(scorer, rows)
     assert out["verifier_agreement_per_id"] == {"change_case:english_lowercase": 1.0,
                                                 "punctuation:no_comma": 0.0}  # fmt: skip
     assert out["verifier_agreement"] == 0.5
@@ -344,7 +344,7 @@ def test_calibration_error_and_agreement_per_id_on_hand_made_scores():
 
 
 def test_agreement_with_the_soft_ids_hidden_oracle():
-    """rm.evaluate: the RM's decision against the oracle of soft ids that have one."""
+    """pairs.evaluate_scorer: the RM's decision against the oracle of soft ids that have one."""
     cheer = Constraint("style:enthusiastic", {}, "Write with enthusiasm")
     role = Constraint("situation:role_play", {}, "Answer as a pirate")
     rec = Record("task", (cheer, role), seed="task ", source="f:1")
@@ -353,7 +353,7 @@ def test_agreement_with_the_soft_ids_hidden_oracle():
             pairs.make_pair(cheer, "Wow!", 0, level=1, record=rec, origin="t"),
             pairs.make_pair(role, "ahoy", 1, level=2, record=rec, origin="t")]  # fmt: skip
     # Decisions: yes, no, no, yes; the oracle: yes, no, yes (role_play has none).
-    out = rm.evaluate(lambda texts, asks: np.array([0.9, 0.2, 0.4, 0.7]), rows)
+    out = pairs.evaluate_scorer(lambda texts, asks: np.array([0.9, 0.2, 0.4, 0.7]), rows)
     assert out["oracle_agreement"] == pytest.approx(2 / 3) and out["heldout_oracle_pairs"] == 3
     assert out["oracle_agreement_per_id"] == {"style:enthusiastic": pytest.approx(2 / 3)}
     assert out["verifier_agreement"] is None  # no hard pair

@@ -213,7 +213,7 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
         batch_size=config.eval_batch_size,
         **encode_kw,
     )
-    summary = reward_model.evaluate(scorer, heldout_rows)
+    summary = pairs_lib.evaluate_scorer(scorer, heldout_rows)
     if config.export_hf:
         from ifrl_jax import models
 
