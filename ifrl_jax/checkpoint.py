@@ -73,6 +73,14 @@ class Checkpointer:
         logging.info("restored checkpoint %s/%d", self.directory, step)
         return step, out["state"], out["host"]
 
+    def latest_host(self) -> dict | None:
+        """The host JSON of the latest complete checkpoint (no arrays are read), or None."""
+        step = self._mngr.latest_step()
+        if step is None:
+            return None
+        args = ocp.args.Composite(host=ocp.args.JsonRestore())
+        return self._mngr.restore(step, args=args)["host"]
+
     def wait(self) -> None:
         self._mngr.wait_until_finished()
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import transformers
 
-from ifrl_jax.jobs import grpo
+from ifrl_jax.errors import UserError
+from ifrl_jax.jobs import common, grpo
 from tests.tiny_train_config import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,35 @@ def test_kill_during_save_resumes_with_the_same_metrics(full_run, tmp_path):
     assert summary["steps"] == 4 and "resuming at step 2" in proc.stderr
     ref = [_comparable(r) for r in _rows(workdir)]
     assert [_comparable(r) for r in _rows(tmp_path)] == ref
+
+
+def test_resume_with_other_settings_is_one_error_and_writes_nothing(full_run, tmp_path):
+    """A finished run's workdir, rerun with another learning rate: a UserError naming
+    config.workdir and the key, before any model is loaded; the checkpoints and metrics stay."""
+    workdir = tmp_path / "w"
+    shutil.copytree(full_run[0], workdir)
+    before = (workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "ckpt"))
+    with pytest.raises(UserError, match=r"config.workdir=\S+ holds a GRPO run trained with "
+                       r"grpo.learning_rate=.*this run has grpo.learning_rate=0.123"):  # fmt: skip
+        grpo.run(tiny_config(workdir, **{"grpo.learning_rate": 0.123}))
+    assert ((workdir / "metrics.jsonl").read_text(), sorted(os.listdir(workdir / "ckpt"))) == before
+
+
+def test_resume_settings_ignore_what_may_change():
+    """More steps, another eval cadence or mesh resume; a changed seed or reward does not."""
+    flat = lambda **kw: common.flat_settings(tiny_config("/a", **kw),
+                                             may_change=grpo.RESUME_MAY_CHANGE)  # fmt: skip
+    base = flat()
+    assert "grpo.learning_rate" in base and "seed" in base and "workdir" not in base
+    same = {"train.steps": 99, "train.eval_every": 3, "mesh": {"data": 2, "fsdp": 4, "tp": 1},
+            "grpo.micro_batches": 2, "rollout.engine": "static"}  # fmt: skip
+    for key, value in same.items():
+        assert flat(**{key: value}) == base, key
+    for key, value in {"seed": 5, "reward.scale": 2.0, "rollout.temperature": 0.7}.items():
+        changed = flat(**{key: value})
+        assert [k for k in base if base[k] != changed[k]] == [key], key
+    common.check_resume(base, flat(**{"train.steps": 99}), "/a", what="a GRPO run")
+    common.check_resume(None, base, "/a", what="a GRPO run")  # saved before settings were kept
 
 
 @pytest.mark.parametrize(

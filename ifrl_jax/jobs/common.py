@@ -10,7 +10,7 @@ from typing import Any
 import jax
 
 from ifrl_jax import models
-from ifrl_jax.errors import ConfigError
+from ifrl_jax.errors import ConfigError, UserError
 from ifrl_jax.models import lora
 
 
@@ -70,3 +70,37 @@ def check_backend(section, key: str) -> None:
             models.check_backend([section[field]])
         except ValueError as e:
             raise ConfigError(f"{key}.{field}", section[field], str(e)) from None
+
+
+def flat_settings(config, *, may_change: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config's values as JSON, keyed by dotted name (`grpo.learning_rate`), without the
+    keys that a resumed run may change: those equal to or under an entry of `may_change`."""
+    out: dict[str, Any] = {}
+
+    def walk(d, prefix):
+        for k, v in d.items():
+            name = prefix + k
+            if any(name == m or name.startswith(m + ".") for m in may_change):
+                continue
+            if isinstance(v, dict):
+                walk(v, name + ".")
+            else:
+                out[name] = v
+
+    walk(config.to_dict() if hasattr(config, "to_dict") else dict(config), "")
+    return json.loads(json.dumps(out))
+
+
+def check_resume(saved: dict | None, settings: dict, workdir: str, *, what: str) -> None:
+    """A UserError naming config.workdir and each differing key when the checkpoint in `workdir`
+    (`what`: "a reward model", "a GRPO run") was trained with other settings; a checkpoint
+    without saved settings (written before they were saved) passes."""
+    if saved is None:
+        return
+    diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if diff:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={settings.get(k)!r}" for k in diff)
+        raise UserError(f"config.workdir={workdir} holds {what} trained with {was}; this run "
+                        f"has {now}: give another config.workdir, or the same settings to "
+                        "resume")  # fmt: skip

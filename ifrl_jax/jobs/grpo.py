@@ -57,6 +57,22 @@ from ifrl_jax.models import hf, lora
 
 ASSETS = warm_start.ASSETS
 
+# Config keys a resumed run may change (a key, or everything under it): more steps, the
+# evaluation and checkpoint cadence, the mesh and sharding, how the same computation is split
+# (micro-batches, log-prob chunks, sampler engine and slots, verifier processes). Any other
+# difference from the checkpoint's run is a UserError (`common.check_resume`).
+RESUME_MAY_CHANGE = (
+    "workdir", "train.steps", "train.eval_every", "train.eval_batch_size", "train.eval_init",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.export_hf", "mesh", "sharding",
+    "model.remat", "model.attention_impl", "grpo.micro_batches", "grpo.logprob_chunk_size",
+    "rollout.engine", "rollout.engine_chunk", "rollout.engine_slot_len", "rollout.engine_slots",
+    "rollout.sample_prompts", "rollout.sampler_mesh", "data.prompt_buckets",
+    "reward.verifier_processes", "reward.rm_batch_size", "reward.rm_agreement_floor",
+    "pipeline.batch_size", "pipeline.rm.log_every", "pipeline.rm.eval_batch_size",
+    "pipeline.rm.mesh", "pipeline.rm.num_devices", "pipeline.rm.sharding",
+    "pipeline.rm.checkpoint_every", "pipeline.rm.keep_checkpoints", "pipeline.rm.workdir",
+)  # fmt: skip
+
 
 def validate(config) -> None:
     """Raises ConfigError naming the config key for settings that cannot work."""
@@ -238,6 +254,13 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     validate(config)
     workdir = os.path.abspath(config.workdir)
     os.makedirs(workdir, exist_ok=True)
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, "ckpt"), keep=config.train.keep_checkpoints
+    )
+    settings = common.flat_settings(config, may_change=RESUME_MAY_CHANGE)
+    saved = ckpt.latest_host()
+    common.check_resume(saved and saved.get("settings"), settings, config.workdir,
+                        what="a GRPO run")  # fmt: skip
     mesh, sampler_mesh = meshes(config)
     rules = sharding.get_rules(config.sharding)
     tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer or tokenizer_lib.TINY_TOKENIZER_DIR)
@@ -276,10 +299,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
             out.update({f"ifbench/{k}": rates[k] for k in _RATES})
         return out
 
-    ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, "ckpt"), keep=config.train.keep_checkpoints
-    )
-    host: dict = {}
+    host: dict = {"settings": settings}
     if config.sft.steps and config.train.eval_init and ckpt.latest_step() is None:
         host["pass_rate_init"] = evaluate_now(params)["constraint_pass_rate"]
     if config.sft.steps:
@@ -316,6 +336,7 @@ def run(config, *, on_checkpoint: Callable[[int], None] | None = None) -> dict:
     restored = ckpt.restore_latest(checkpoint.abstract_like(state))
     if restored is not None:
         start, state, host = restored
+        host["settings"] = settings  # a checkpoint from before settings were saved gains them
         logging.info("resuming at step %d", start)
     else:
         before = evaluate_now(state.params)

@@ -52,20 +52,6 @@ def resume_settings(config) -> dict[str, Any]:
     return json.loads(json.dumps(raw))
 
 
-def check_resume(saved: dict | None, settings: dict, workdir: str) -> None:
-    """A UserError naming config.workdir and each differing key when the checkpoint in `workdir`
-    was trained with other settings (a checkpoint without saved settings passes)."""
-    if saved is None:
-        return
-    diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-    if diff:
-        was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
-        now = ", ".join(f"{k}={settings.get(k)!r}" for k in diff)
-        raise UserError(f"config.workdir={workdir} holds a reward model trained with {was}; "
-                        f"this run has {now}: give another config.workdir, or the same "
-                        "settings to resume")  # fmt: skip
-
-
 def pair_rows(rows: list[dict], *, flag: str = "pairwise") -> np.ndarray:
     """[K, 2] (positive, negative) row indices: every pair source (`ifrl_jax.pairs`) writes a
     pair's positive then its negative, for the same constraint; a file that does not is a
@@ -172,7 +158,7 @@ def run(config, *, init: tuple | None = None) -> dict[str, Any]:
     )
     if mngr and mngr.latest_step() is not None:
         saved = reward_model.latest_meta(mngr).get("settings")
-        check_resume(saved, meta["settings"], config.workdir)
+        common.check_resume(saved, meta["settings"], config.workdir, what="a reward model")
         state, _ = reward_model.restore_checkpoint(mngr, checkpoint.abstract_like(state))
         logging.info("reward model: resumed from %s at step %d", config.workdir, int(state.step))
     texts = ([p["response"] for p in train_rows], [p["constraint"] for p in train_rows])
