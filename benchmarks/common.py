@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import statistics
 import time
@@ -26,6 +27,9 @@ import numpy as np
 # process). Passive waiting (read when torch loads OpenMP, so set before any benchmark imports
 # torch) removes that, and left transformers' own times where they were (within run-to-run noise).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# jax's backend probe logs "Unable to initialize backend 'tpu'" at INFO on every CPU machine,
+# as the first line of every benchmark's output: not a figure, so not shown.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def num_cores() -> int:
