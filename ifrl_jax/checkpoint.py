@@ -22,6 +22,15 @@ from ifrl_jax.errors import UserError
 from ifrl_jax.models import ModelConfig, lora
 
 
+def latest_json(mngr: ocp.CheckpointManager, item: str) -> dict | None:
+    """The JSON item `item` of `mngr`'s latest complete checkpoint (no arrays are read), or None
+    when there is no checkpoint."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    return mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+
+
 class Checkpointer:
     """Keeps the last `keep` checkpoints under `directory`; resumes from the latest complete."""
 
@@ -75,11 +84,7 @@ class Checkpointer:
 
     def latest_host(self) -> dict | None:
         """The host JSON of the latest complete checkpoint (no arrays are read), or None."""
-        step = self._mngr.latest_step()
-        if step is None:
-            return None
-        args = ocp.args.Composite(host=ocp.args.JsonRestore())
-        return self._mngr.restore(step, args=args)["host"]
+        return latest_json(self._mngr, "host")
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

@@ -404,8 +404,7 @@ def save_checkpoint(mngr: ocp.CheckpointManager, state: TrainState, meta: dict) 
 
 def latest_meta(mngr: ocp.CheckpointManager) -> dict:
     """The `meta` item of the latest checkpoint (no arrays are read)."""
-    step = mngr.latest_step()
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return checkpoint.latest_json(mngr, "meta")
 
 
 def restore_checkpoint(
